@@ -1,0 +1,240 @@
+"""Typed configuration for dmnet, loaded from and saved to YAML.
+
+Every knob lives in a dataclass here; modules take explicit arguments, not these objects,
+except the builders (`build_model`, the trainer) that translate config into arguments.
+`ModelConfig` is saved beside the weights in every checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar('T')
+
+TASKS = ('binary', 'parts', 'type')
+
+# Class names per task. Index = class id in every label map; 0 is always background.
+BINARY_CLASSES = ['background', 'instrument']
+PARTS_CLASSES = ['background', 'shaft', 'wrist', 'clasper']
+TYPE_CLASSES = {
+    # EndoVis 2017 Robotic Instrument Segmentation, instrument-type ids 1..7.
+    'endovis17': ['background', 'bipolar_forceps', 'prograsp_forceps', 'large_needle_driver',
+                  'vessel_sealer', 'grasping_retractor', 'monopolar_curved_scissors',
+                  'other_probe'],
+    # EndoVis 2018 Robotic Scene Segmentation, instrument classes used by instrument papers.
+    'endovis18': ['background', 'bipolar_forceps', 'prograsp_forceps', 'large_needle_driver',
+                  'monopolar_curved_scissors', 'ultrasound_probe', 'suction_instrument',
+                  'clip_applier'],
+    # CholecSeg8k tool classes (31 grasper, 32 L-hook electrocautery).
+    'cholecseg8k': ['background', 'grasper', 'l_hook'],
+    # The synthetic generator's instrument types (dmnet_core.data.synth).
+    'synth': ['background', 'forceps', 'needle_driver', 'scissors'],
+}
+
+
+def default_class_names(task: str, dataset: str = 'synth') -> list[str]:
+    """Class names for a task; `type` depends on the dataset's instrument list."""
+    if task == 'binary':
+        return list(BINARY_CLASSES)
+    if task == 'parts':
+        return list(PARTS_CLASSES)
+    if task == 'type':
+        if dataset not in TYPE_CLASSES:
+            raise ValueError(f'unknown dataset {dataset!r} for task type; '
+                             f'known: {sorted(TYPE_CLASSES)}')
+        return list(TYPE_CLASSES[dataset])
+    raise ValueError(f'unknown task {task!r}; expected one of {TASKS}')
+
+
+@dataclass
+class EncoderConfig:
+    name: str = 'mobilenet_v2'          # 'mobilenet_v2' (paper) or 'resnet18'
+    weights: str | None = None          # local torchvision-format ImageNet state dict; never downloaded
+
+
+@dataclass
+class DecoderConfig:
+    channels: int = 256                 # Light-Weight RefineNet width
+
+
+@dataclass
+class LocalMemoryConfig:
+    """Efficient Local Memory: ConvLSTM + non-local over the last `window` frames at 1/32."""
+    enabled: bool = True
+    window: int = 5                     # T, local frames incl. the current one (paper: 5)
+    hidden: int = 256                   # ConvLSTM hidden channels
+
+
+@dataclass
+class GlobalMemoryConfig:
+    """Active Global Memory: a bounded bank of past frames' keys/values at 1/32."""
+    enabled: bool = True
+    key_channels: int = 64              # 1/4 of the bottleneck width (authors' code)
+    value_channels: int = 128           # 1/2 of the bottleneck width
+    n_read: int = 4                     # frames of the bank used per read (paper: 4)
+    read_sampling: str = 'spread'       # 'spread' (deterministic, evenly over the bank), 'latest', 'random'
+    capacity: int = 16                  # most frames the bank holds (paper: unbounded)
+    policy: str = 'active'              # 'active' (r > alpha and s < beta), 'recent', 'uniform'
+    alpha: float = -0.3                 # representativeness threshold; r = -mean pixel entropy (nats)
+    beta: float = -1.0                  # similarity threshold; s = -mean L2 distance to newest entry
+    eviction: str = 'redundant'         # 'redundant' (most similar pair) or 'oldest'
+    uniform_stride: int = 5             # 'uniform' policy: admit every k-th frame
+    seed: int = 0                       # seeds 'random' read sampling, reproducibly
+
+
+@dataclass
+class ModelConfig:
+    task: str = 'binary'
+    dataset: str = 'synth'
+    class_names: list[str] = field(default_factory=lambda: list(BINARY_CLASSES))
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    local_memory: LocalMemoryConfig = field(default_factory=LocalMemoryConfig)
+    global_memory: GlobalMemoryConfig = field(default_factory=GlobalMemoryConfig)
+    fusion: str = 'tandem'              # 'tandem' (paper default) or 'additive'
+    input_size: list[int] = field(default_factory=lambda: [256, 320])   # inference H, W
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def validate(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f'model.task {self.task!r} not in {TASKS}')
+        if self.num_classes < 2:
+            raise ValueError('model.class_names needs background and at least one class')
+        if self.encoder.name not in ('mobilenet_v2', 'resnet18'):
+            raise ValueError(f'model.encoder.name {self.encoder.name!r} not in '
+                             "('mobilenet_v2', 'resnet18')")
+        if self.fusion not in ('tandem', 'additive'):
+            raise ValueError(f"model.fusion {self.fusion!r} not in ('tandem', 'additive')")
+        h, w = self.input_size
+        if h % 32 or w % 32 or h <= 0 or w <= 0:
+            raise ValueError(f'model.input_size {self.input_size} must be positive multiples of 32')
+        g = self.global_memory
+        if g.policy not in ('active', 'recent', 'uniform'):
+            raise ValueError(f'global_memory.policy {g.policy!r} not in active/recent/uniform')
+        if g.eviction not in ('redundant', 'oldest'):
+            raise ValueError(f'global_memory.eviction {g.eviction!r} not in redundant/oldest')
+        if g.read_sampling not in ('spread', 'latest', 'random'):
+            raise ValueError(f'global_memory.read_sampling {g.read_sampling!r} '
+                             'not in spread/latest/random')
+        if g.capacity < 1 or g.n_read < 1:
+            raise ValueError('global_memory.capacity and n_read must be >= 1')
+        if self.local_memory.window < 1:
+            raise ValueError('local_memory.window must be >= 1')
+
+
+@dataclass
+class DataConfig:
+    root: str = ''                      # a folder in the dmnet layout (dmnet_core.data.layout)
+    train_split: str = 'train'
+    val_split: str = 'val'
+    clip_len: int = 5                   # T consecutive frames per training clip
+    n_global: int = 4                   # global frames drawn per clip (whole video, as the authors)
+    crop: list[int] = field(default_factory=lambda: [256, 320])   # training H, W
+    augment: bool = True
+    num_workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = 'runs/dmnet'
+    epochs: int = 10
+    iters_per_epoch: int = 100
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_iters: int = 50
+    amp: bool = True                    # autocast on CUDA only
+    seed: int = 0
+    device: str = 'auto'
+    log: str = 'csv'                    # 'csv' or 'tensorboard'
+    grad_clip: float = 5.0
+
+
+@dataclass
+class ExperimentConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    """Convert a YAML value to the annotated type, naming the key on mismatch."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, where)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f'{where}: expected a list, got {value!r}')
+        (inner,) = typing.get_args(tp) or (Any,)
+        return [_convert(inner, v, f'{where}[{i}]') for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f'{where}: expected true/false, got {value!r}')
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f'{where}: expected an integer, got {value!r}')
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f'{where}: expected a number, got {value!r}')
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f'{where}: expected a string, got {value!r}')
+        return value
+    return value
+
+
+def from_dict(cls: type[T], data: dict | None, where: str = '') -> T:
+    """Build dataclass `cls` from a nested dict; unknown keys are an error naming the key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f'{where or cls.__name__}: expected a mapping, got {data!r}')
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f'{where or cls.__name__}: unknown key(s) {unknown}; known: {sorted(names)}')
+    kwargs = {k: _convert(hints[k], v, f'{where}.{k}' if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def load_yaml(path: str | Path, cls: type[T]) -> T:
+    """Load a dataclass from a YAML file; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'config file not found: {path}')
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f'{path}: not valid YAML: {exc}') from exc
+    try:
+        return from_dict(cls, data)
+    except ValueError as exc:
+        raise ValueError(f'{path}: {exc}') from exc
+
+
+def save_yaml(obj: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))

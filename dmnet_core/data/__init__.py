@@ -1,0 +1,1 @@
+"""Datasets in the dmnet layout: preprocessing, the synthetic generator and clip sampling."""
