@@ -159,6 +159,13 @@ class TrainConfig:
     device: str = 'auto'
     log: str = 'csv'                    # 'csv' or 'tensorboard'
     grad_clip: float = 5.0
+    # Appended by the trainer (dmnet_core.train).
+    schedule: str = 'cosine'            # after warm-up: 'cosine' or 'poly' (power 0.9) decay
+    min_lr_ratio: float = 0.01          # the schedule ends at lr * min_lr_ratio
+    dice_weight: float = 0.0            # loss = cross-entropy + dice_weight * soft Dice
+    amp_dtype: str = 'bf16'             # 'bf16' or 'fp16' (with a grad scaler) under autocast
+    val_max_frames: int = 0             # validate on the first N frames per sequence (0: all)
+    save_every: int = 0                 # also save resume state every N iterations (0: per epoch)
 
 
 @dataclass

@@ -119,3 +119,49 @@ def write_mask(path: str | Path, mask: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), mask.astype(np.uint8)):
         raise OSError(f'cannot write mask: {path}')
+
+
+# --- Helpers shared by the writers (`dmnet synth`, `dmnet preprocess`), appended. ---
+
+def frame_stem(index: int) -> str:
+    """Zero-padded stem for frame `index`: sorting stems gives temporal order."""
+    if index < 0:
+        raise ValueError(f'frame index must be >= 0, got {index}')
+    return f'{index:06d}'
+
+
+def write_frame(root: str | Path, seq: str, stem: str, rgb: np.ndarray | None,
+                masks: dict[str, np.ndarray]) -> None:
+    """Write one frame (when `rgb` is given) and its masks (task -> HxW uint8) in the layout."""
+    seq_dir = Path(root) / seq
+    if rgb is not None:
+        write_image(seq_dir / IMAGE_DIR / f'{stem}.png', rgb)
+    for task, mask in masks.items():
+        write_mask(seq_dir / MASK_DIR / task / f'{stem}.png', mask)
+
+
+def auto_splits(names: list[str], val: int | None = None,
+                test: int | None = None) -> dict[str, list[str]]:
+    """Split sequence names (in order) into train/val/test: the last `test` go to test, the
+    `val` before them to val, the rest to train.
+
+    With `val`/`test` None: one sequence is used for all three splits (a smoke demo, the splits
+    overlap); two give train=[a], val=test=[b]; three or more hold out about 15 % each (>= 1).
+    """
+    n = len(names)
+    if n == 0:
+        raise ValueError('no sequences to split')
+    if val is None and test is None and n <= 2:
+        if n == 1:
+            return {'train': list(names), 'val': list(names), 'test': list(names)}
+        return {'train': names[:1], 'val': names[1:], 'test': names[1:]}
+    if val is None:
+        val = max(1, round(0.15 * n))
+    if test is None:
+        test = max(1, round(0.15 * n))
+    if val < 0 or test < 0 or val + test >= n:
+        raise ValueError(f'cannot hold out val={val} and test={test} of {n} sequences '
+                         '(at least one must remain for train)')
+    n_train = n - val - test
+    return {'train': names[:n_train], 'val': names[n_train:n_train + val],
+            'test': names[n_train + val:]}

@@ -1,0 +1,290 @@
+"""Training clips and evaluation frame iterators over a dataset in the dmnet layout.
+
+A training sample is a clip of T consecutive frames (the local window) plus G "global" frames
+drawn at random from the WHOLE sequence, future frames included, as the DMNet authors trained.
+One set of augmentation parameters (scale/crop, flip, colour jitter) is drawn per sample and
+applied to every frame of it, so the clip and its global frames stay consistent.
+Everything returned is uint8 / int64; the trainer normalises.
+
+Shapes: `clip` T x 3 x H x W, `masks` T x H x W, `global_frames` G x 3 x H x W,
+`global_masks` G x H x W, with (H, W) = `crop`.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dmnet_core.config import TASKS
+from dmnet_core.data.layout import (
+    IMAGE_DIR,
+    MASK_DIR,
+    Sequence,
+    list_sequences,
+    read_image,
+    read_mask,
+    read_meta,
+)
+
+
+def _pngs(folder: Path) -> list[str]:
+    """Sorted .png file names in a folder (fast: one listdir)."""
+    return sorted(n for n in os.listdir(folder) if n.endswith('.png'))
+
+
+@dataclass(frozen=True)
+class Augment:
+    """One sample's augmentation, shared by all of its frames.
+
+    The source region (y0, x0, h, w) in source pixels is resized to the crop size.
+    """
+
+    y0: float
+    x0: float
+    h: float
+    w: float
+    flip: bool
+    brightness: float      # added, in 0..255 units
+    contrast: float        # multiplied around the mean grey
+    saturation: float
+    hue: float             # shift in OpenCV hue units (0..180)
+
+    @staticmethod
+    def identity(src_hw: tuple[int, int]) -> Augment:
+        return Augment(0.0, 0.0, float(src_hw[0]), float(src_hw[1]), False, 0.0, 1.0, 1.0, 0.0)
+
+    @staticmethod
+    def draw(rng: np.random.Generator, src_hw: tuple[int, int],
+             scale: tuple[float, float] = (1.0, 1.5)) -> Augment:
+        """Zoom in by a random factor in `scale` around a random point, flip, jitter colours."""
+        sh, sw = src_hw
+        z = rng.uniform(*scale)
+        h, w = sh / z, sw / z
+        return Augment(y0=rng.uniform(0, sh - h), x0=rng.uniform(0, sw - w), h=h, w=w,
+                       flip=bool(rng.random() < 0.5), brightness=rng.uniform(-20, 20),
+                       contrast=rng.uniform(0.8, 1.2), saturation=rng.uniform(0.8, 1.2),
+                       hue=rng.uniform(-4, 4))
+
+    def _matrix(self, out_hw: tuple[int, int]) -> np.ndarray:
+        """Affine map from source pixels to output pixels (2 x 3)."""
+        oh, ow = out_hw
+        sx, sy = ow / self.w, oh / self.h
+        # Pixel centres: x_out + 0.5 = (x_src + 0.5 - x0) * sx.
+        mat = np.array([[sx, 0.0, (0.5 - self.x0) * sx - 0.5],
+                        [0.0, sy, (0.5 - self.y0) * sy - 0.5]])
+        if self.flip:
+            mat = np.array([[-1.0, 0.0, ow - 1.0], [0.0, 1.0, 0.0]]) @ np.vstack([mat, [0, 0, 1]])
+        return mat
+
+    def image(self, rgb: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+        """H_src x W_src x 3 uint8 -> out H x W x 3 uint8."""
+        oh, ow = out_hw
+        if self == Augment.identity(rgb.shape[:2]):
+            out = cv2.resize(rgb, (ow, oh), interpolation=cv2.INTER_AREA
+                             if rgb.shape[0] > oh else cv2.INTER_LINEAR)
+            return out
+        out = cv2.warpAffine(rgb, self._matrix(out_hw), (ow, oh), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REFLECT)
+        if self.saturation != 1.0 or self.hue != 0.0:
+            hsv = cv2.cvtColor(out, cv2.COLOR_RGB2HSV).astype(np.float32)
+            hsv[..., 0] = (hsv[..., 0] + self.hue) % 180
+            hsv[..., 1] = np.clip(hsv[..., 1] * self.saturation, 0, 255)
+            out = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
+        f = out.astype(np.float32)
+        f = (f - 128.0) * self.contrast + 128.0 + self.brightness
+        return np.clip(f + 0.5, 0, 255).astype(np.uint8)
+
+    def mask(self, mask: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+        """H_src x W_src uint8 class ids -> out H x W (nearest neighbour, ids never mixed)."""
+        oh, ow = out_hw
+        if self == Augment.identity(mask.shape[:2]):
+            return cv2.resize(mask, (ow, oh), interpolation=cv2.INTER_NEAREST)
+        return cv2.warpAffine(mask, self._matrix(out_hw), (ow, oh), flags=cv2.INTER_NEAREST,
+                              borderMode=cv2.BORDER_REFLECT)
+
+
+class ClipDataset(Dataset):
+    """Clips of `clip_len` consecutive frames plus `n_global` frames from the whole sequence.
+
+    Args:
+        root: dataset folder in the dmnet layout.
+        split: split name in dataset.yaml ('train', 'val', 'test'); None: every sequence.
+        task: 'binary', 'parts' or 'type'; every sequence used needs its masks.
+        clip_len: T, consecutive frames per clip.
+        n_global: G, frames drawn at random (without replacement where possible) from the
+            whole sequence outside the clip; 0 allowed.
+        crop: output (H, W). Frames are resized to it (never cropped without resizing); with
+            `augment`, a random zoom 1-1.5x, flip and colour jitter are drawn per sample.
+        augment: draw augmentation (else plain resize).
+        seed: with the index, fixes the global-frame draw and augmentation of each sample.
+        sequences: sequence names to use instead of the split's list.
+    """
+
+    def __init__(self, root: str | Path, split: str | None, task: str, clip_len: int = 5,
+                 n_global: int = 4, crop: tuple[int, int] | list[int] = (256, 320),
+                 augment: bool = True, seed: int = 0,
+                 sequences: list[str] | None = None) -> None:
+        if task not in TASKS:
+            raise ValueError(f'unknown task {task!r}; expected one of {TASKS}')
+        if clip_len < 1 or n_global < 0:
+            raise ValueError(f'clip_len must be >= 1 and n_global >= 0, got {clip_len}, '
+                             f'{n_global}')
+        self.root = Path(root)
+        self.meta = read_meta(self.root)
+        self.task = task
+        self.clip_len, self.n_global = clip_len, n_global
+        self.crop = (int(crop[0]), int(crop[1]))
+        self.augment, self.seed = augment, seed
+        if task not in self.meta.classes:
+            raise ValueError(f'{self.root}: dataset has no {task!r} task; '
+                             f'has {sorted(self.meta.classes)}')
+        self.num_classes = len(self.meta.classes[task])
+        if sequences is not None:
+            seqs = [Sequence(self.root, n, self.meta.fps) for n in sequences]
+        else:
+            seqs = list_sequences(self.root, split)
+        self.sequences: list[Sequence] = []
+        self.frames: list[list[str]] = []       # per sequence: frame file names in order
+        self.index: list[tuple[int, int]] = []  # (sequence number, clip start)
+        for seq in seqs:
+            names = self._check(seq)
+            n_starts = len(names) - clip_len + 1
+            if n_starts <= 0:
+                continue                         # too short for one clip
+            k = len(self.sequences)
+            self.sequences.append(seq)
+            self.frames.append(names)
+            self.index.extend((k, s) for s in range(n_starts))
+        if not self.index:
+            raise ValueError(f'{self.root}: no sequence of split {split!r} has {clip_len} frames')
+
+    def _check(self, seq: Sequence) -> list[str]:
+        """Frame names of a sequence; a missing folder or mask raises naming it."""
+        img_dir, mask_dir = seq.path / IMAGE_DIR, seq.path / MASK_DIR / self.task
+        if not img_dir.is_dir():
+            raise FileNotFoundError(f'sequence folder missing: {img_dir}')
+        if not mask_dir.is_dir():
+            raise FileNotFoundError(f'no {self.task} masks for sequence {seq.name}: {mask_dir}')
+        names = _pngs(img_dir)
+        missing = sorted(set(names) - set(_pngs(mask_dir)))
+        if missing:
+            raise FileNotFoundError(f'mask not found: {mask_dir / missing[0]} '
+                                    f'({len(missing)} frame(s) of {seq.name} have no mask)')
+        return names
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _load(self, k: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+        seq, name = self.sequences[k], self.frames[k][j]
+        rgb = read_image(seq.path / IMAGE_DIR / name)
+        mpath = seq.path / MASK_DIR / self.task / name
+        mask = read_mask(mpath)
+        if mask.shape != rgb.shape[:2]:
+            raise ValueError(f'mask size {mask.shape[1]}x{mask.shape[0]} differs from its frame '
+                             f'{rgb.shape[1]}x{rgb.shape[0]}: {mpath}')
+        if int(mask.max()) >= self.num_classes:
+            raise ValueError(f'mask value {int(mask.max())} >= {self.num_classes} classes of '
+                             f'task {self.task}: {mpath}')
+        return rgb, mask
+
+    def __getitem__(self, idx: int) -> dict:
+        if not 0 <= idx < len(self.index):
+            raise IndexError(f'index {idx} out of range for {len(self.index)} clips')
+        k, start = self.index[idx]
+        n = len(self.frames[k])
+        rng = np.random.default_rng([self.seed, idx])
+        clip_ids = list(range(start, start + self.clip_len))
+        # Global frames from the whole video (future included), outside the clip if possible.
+        outside = [j for j in range(n) if j < start or j >= start + self.clip_len]
+        pool = outside if len(outside) >= self.n_global else list(range(n))
+        replace = len(pool) < self.n_global
+        glob_ids = sorted(int(j) for j in rng.choice(pool, self.n_global, replace=replace)) \
+            if self.n_global else []
+        loaded = [self._load(k, j) for j in clip_ids + glob_ids]
+        src_hw = loaded[0][0].shape[:2]
+        aug = Augment.draw(rng, src_hw) if self.augment else Augment.identity(src_hw)
+        imgs, masks = [], []
+        for rgb, mask in loaded:
+            if rgb.shape[:2] != src_hw:
+                # Frames of one sequence share a size; resize stragglers so one warp fits all.
+                rgb = cv2.resize(rgb, src_hw[::-1], interpolation=cv2.INTER_LINEAR)
+                mask = cv2.resize(mask, src_hw[::-1], interpolation=cv2.INTER_NEAREST)
+            imgs.append(aug.image(rgb, self.crop))
+            masks.append(aug.mask(mask, self.crop))
+        # N x H x W x 3 -> N x 3 x H x W
+        img_t = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
+        mask_t = torch.from_numpy(np.stack(masks).astype(np.int64))
+        t = self.clip_len
+        h, w = self.crop
+        return {
+            'clip': img_t[:t],
+            'masks': mask_t[:t],
+            'global_frames': img_t[t:] if self.n_global else torch.zeros((0, 3, h, w),
+                                                                         dtype=torch.uint8),
+            'global_masks': mask_t[t:] if self.n_global else torch.zeros((0, h, w),
+                                                                         dtype=torch.int64),
+            'sequence': self.sequences[k].name,
+            'start': start,
+            'global_index': torch.tensor(glob_ids, dtype=torch.int64),   # G frame numbers
+        }
+
+
+class SequenceFrames:
+    """Frames of one sequence in temporal order, for evaluation and bag making.
+
+    Iterates `(stem, rgb H x W x 3 uint8, mask H x W uint8 or None)`. The mask is None when
+    `task` is None or the sequence has no masks for it (e.g. unlabelled test frames); if the
+    task's mask folder exists, a missing mask is an error naming the file.
+
+    Args:
+        sequence: a `layout.Sequence` or the path of a sequence folder.
+        task: 'binary', 'parts', 'type' or None.
+    """
+
+    def __init__(self, sequence: Sequence | str | Path, task: str | None = None) -> None:
+        if task is not None and task not in TASKS:
+            raise ValueError(f'unknown task {task!r}; expected one of {TASKS}')
+        path = sequence.path if isinstance(sequence, Sequence) else Path(sequence)
+        img_dir = path / IMAGE_DIR
+        if not img_dir.is_dir():
+            raise FileNotFoundError(f'sequence folder missing: {img_dir}')
+        self.path, self.name, self.task = path, path.name, task
+        self.names = _pngs(img_dir)
+        if not self.names:
+            raise FileNotFoundError(f'no frames (*.png) in {img_dir}')
+        self.mask_dir = path / MASK_DIR / task if task else None
+        if self.mask_dir is not None and not self.mask_dir.is_dir():
+            self.mask_dir = None
+
+    @property
+    def has_masks(self) -> bool:
+        return self.mask_dir is not None
+
+    @property
+    def stems(self) -> list[str]:
+        return [n[:-4] for n in self.names]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> tuple[str, np.ndarray, np.ndarray | None]:
+        name = self.names[i]
+        rgb = read_image(self.path / IMAGE_DIR / name)
+        mask = None
+        if self.mask_dir is not None:
+            mask = read_mask(self.mask_dir / name)
+            if mask.shape != rgb.shape[:2]:
+                raise ValueError(f'mask size {mask.shape[1]}x{mask.shape[0]} differs from its '
+                                 f'frame {rgb.shape[1]}x{rgb.shape[0]}: {self.mask_dir / name}')
+        return name[:-4], rgb, mask
+
+    def __iter__(self) -> Iterator[tuple[str, np.ndarray, np.ndarray | None]]:
+        for i in range(len(self.names)):
+            yield self[i]

@@ -1,0 +1,61 @@
+"""Typed configuration: YAML round trip and errors that name the bad key or value."""
+import pytest
+
+from dmnet_core.config import (
+    ExperimentConfig,
+    ModelConfig,
+    default_class_names,
+    from_dict,
+    load_yaml,
+    save_yaml,
+)
+
+
+def test_yaml_round_trip(tmp_path):
+    exp = ExperimentConfig()
+    exp.model.task = 'type'
+    exp.model.class_names = default_class_names('type', 'endovis17')
+    exp.model.global_memory.capacity = 7
+    exp.train.lr = 3e-4
+    save_yaml(exp, tmp_path / 'exp.yaml')
+    back = load_yaml(tmp_path / 'exp.yaml', ExperimentConfig)
+    assert back == exp
+    assert back.model.num_classes == 8
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ValueError, match=r'global_memory.*unknown key.*capacityy'):
+        from_dict(ModelConfig, {'global_memory': {'capacityy': 3}})
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ValueError, match=r'global_memory.n_read: expected an integer'):
+        from_dict(ModelConfig, {'global_memory': {'n_read': 'four'}})
+
+
+def test_validate_rejects_bad_values():
+    cfg = ModelConfig(input_size=[250, 320])
+    with pytest.raises(ValueError, match='multiples of 32'):
+        cfg.validate()
+    cfg = ModelConfig()
+    cfg.global_memory.policy = 'greedy'
+    with pytest.raises(ValueError, match='policy'):
+        cfg.validate()
+    ModelConfig().validate()
+
+
+def test_missing_file_and_bad_yaml_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nope.yaml'):
+        load_yaml(tmp_path / 'nope.yaml', ExperimentConfig)
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('model: [unclosed\n')
+    with pytest.raises(ValueError, match='bad.yaml'):
+        load_yaml(bad, ExperimentConfig)
+
+
+def test_class_names_per_task():
+    assert default_class_names('binary') == ['background', 'instrument']
+    assert default_class_names('parts')[1:] == ['shaft', 'wrist', 'clasper']
+    assert default_class_names('type', 'cholecseg8k') == ['background', 'grasper', 'l_hook']
+    with pytest.raises(ValueError):
+        default_class_names('type', 'nope')
