@@ -21,7 +21,8 @@ COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog='dmnet', description='DMNet surgical instrument segmentation: data, training, evaluation')
+        prog='dmnet',
+        description='DMNet surgical instrument segmentation: data, training, evaluation')
     parser.add_argument('-v', '--verbose', action='store_true', help='debug logging')
     sub = parser.add_subparsers(dest='command', required=True)
     for module in COMMANDS.values():

@@ -55,7 +55,8 @@ def default_class_names(task: str, dataset: str = 'synth') -> list[str]:
 @dataclass
 class EncoderConfig:
     name: str = 'mobilenet_v2'          # 'mobilenet_v2' (paper) or 'resnet18'
-    weights: str | None = None          # local torchvision-format ImageNet state dict; never downloaded
+    # A local torchvision-format ImageNet state dict; nothing is ever downloaded.
+    weights: str | None = None
 
 
 @dataclass
@@ -78,11 +79,13 @@ class GlobalMemoryConfig:
     key_channels: int = 64              # 1/4 of the bottleneck width (authors' code)
     value_channels: int = 128           # 1/2 of the bottleneck width
     n_read: int = 4                     # frames of the bank used per read (paper: 4)
-    read_sampling: str = 'spread'       # 'spread' (deterministic, evenly over the bank), 'latest', 'random'
+    # Which n_read frames a read uses: 'spread' (deterministic, evenly over the bank), 'latest',
+    # or 'random' (seeded).
+    read_sampling: str = 'spread'
     capacity: int = 16                  # most frames the bank holds (paper: unbounded)
     policy: str = 'active'              # 'active' (r > alpha and s < beta), 'recent', 'uniform'
-    alpha: float = -0.3                 # representativeness threshold; r = -mean pixel entropy (nats)
-    beta: float = -1.0                  # similarity threshold; s = -mean L2 distance to newest entry
+    alpha: float = -0.3                 # representativeness threshold; r = -mean entropy (nats)
+    beta: float = -0.5                  # similarity threshold; s = -L2 distance to newest entry
     eviction: str = 'redundant'         # 'redundant' (most similar pair) or 'oldest'
     uniform_stride: int = 5             # 'uniform' policy: admit every k-th frame
     seed: int = 0                       # seeds 'random' read sampling, reproducibly
@@ -219,7 +222,8 @@ def from_dict(cls: type[T], data: dict | None, where: str = '') -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f'{where or cls.__name__}: unknown key(s) {unknown}; known: {sorted(names)}')
+        raise ValueError(f'{where or cls.__name__}: unknown key(s) {unknown}; '
+                         f'known: {sorted(names)}')
     kwargs = {k: _convert(hints[k], v, f'{where}.{k}' if where else k) for k, v in data.items()}
     return cls(**kwargs)
 

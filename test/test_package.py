@@ -30,7 +30,8 @@ def test_colcon_build_installs_ament_python_package(tmp_path):
     assert (share / 'package.xml').is_file()
     assert (share / 'launch' / 'segment.launch.py').is_file()
     assert (share / 'config' / 'dmnet.yaml').is_file()
-    assert (prefix / 'share' / 'ament_index' / 'resource_index' / 'packages' / 'dmnet_ros').is_file()
+    index = prefix / 'share' / 'ament_index' / 'resource_index' / 'packages'
+    assert (index / 'dmnet_ros').is_file()
     for exe in ('segment_node', 'replay', 'make_bag', 'dmnet'):
         path = prefix / 'lib' / 'dmnet_ros' / exe
         assert path.is_file() and os.access(path, os.X_OK), exe

@@ -1,0 +1,307 @@
+"""The video segmenter: one object per stream owns the model, device, precision and video memory.
+
+    seg = load_segmenter()                 # shipped default model, or a path to a checkpoint
+    labels = seg.step(rgb_uint8)           # H x W uint8 class ids, same size as the input
+    labels, probs = seg.step(rgb, return_probs=True)   # probs K x H x W float32
+    seg.reset()                            # new video
+
+Per frame: resize to the inference size, encode once, ELM step with the carried LSTM state and
+local window, read n frames of the global bank (cached keys/values), decode, resize the logits
+back; then the selection policy decides whether the frame joins the bank. Causal by construction.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dmnet_core.checkpoint import DEFAULT_CHECKPOINT, build_from_checkpoint
+from dmnet_core.config import GlobalMemoryConfig, ModelConfig
+from dmnet_core.model.dmnet import DMNet, build_model, init_batchnorm_stats
+from dmnet_core.model.global_memory import MemoryBank, ReadSampler, build_policy, update_bank
+from dmnet_core.model.local_memory import LocalState
+from dmnet_core.model.transforms import normalize
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
+# Memory overrides that change behaviour but never weights.
+WEIGHT_FREE_KEYS = ('n_read', 'read_sampling', 'capacity', 'policy', 'alpha', 'beta', 'eviction',
+                    'uniform_stride', 'seed')
+DEFAULT_SEED = 0
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> a usable device; an unavailable CUDA is an error."""
+    name = str(device)
+    if name == 'auto':
+        if torch.cuda.is_available():
+            return torch.device('cuda')
+        log.warning('device auto: CUDA not available, running on the CPU')
+        return torch.device('cpu')
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f'device {name!r} not understood; use auto, cpu, cuda or cuda:N') from exc
+    if dev.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise ValueError(f'device {name!r} requested but CUDA is not available here')
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f'device {name!r} requested but only {torch.cuda.device_count()} '
+                             'CUDA device(s) exist')
+    elif dev.type != 'cpu':
+        raise ValueError(f'device {name!r} not supported; use auto, cpu, cuda or cuda:N')
+    return dev
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> fp16 on CUDA, fp32 on the CPU; fp16/bf16 fall back to fp32 on the CPU."""
+    if precision not in PRECISIONS:
+        raise ValueError(f'precision {precision!r} not in {PRECISIONS}')
+    if precision == 'auto':
+        return 'fp16' if device.type == 'cuda' else 'fp32'
+    if precision in ('fp16', 'bf16') and device.type != 'cuda':
+        log.warning('precision %s is only used on CUDA; running fp32 on %s', precision, device)
+        return 'fp32'
+    return precision
+
+
+class Segmenter:
+    """Stateful, causal video segmentation with DMNet.
+
+    Args:
+        model: the network (moved to `device`, put in eval mode).
+        config: its configuration (memory settings as used here).
+        device: where to run.
+        precision: 'fp32', 'fp16' or 'bf16' (the latter two autocast, CUDA only).
+        inference_size: (H, W), multiples of 32; frames are resized to it and back.
+    """
+
+    def __init__(self, model: DMNet, config: ModelConfig, device: torch.device | str = 'cpu',
+                 precision: str = 'fp32', inference_size: tuple[int, int] | None = None) -> None:
+        self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.config = config
+        size = tuple(inference_size or config.input_size)
+        if len(size) != 2 or any(int(s) <= 0 or int(s) % 32 for s in size):
+            raise ValueError(f'inference_size {size} must be two positive multiples of 32')
+        self.inference_size: tuple[int, int] = (int(size[0]), int(size[1]))
+        # inference_mode in `step` keeps no autograd state; parameters are left as they are.
+        self.model = model.to(self.device).eval()
+        # Channels-last is faster on both CUDA and CPU (oneDNN convolutions, max pooling).
+        self.channels_last = True
+        self.model = self.model.to(memory_format=torch.channels_last)
+        g = config.global_memory
+        self.capacity = g.capacity
+        self.policy = build_policy(g.policy, alpha=g.alpha, beta=g.beta, eviction=g.eviction,
+                                   uniform_stride=g.uniform_stride)
+        self.sampler = ReadSampler(g.read_sampling, g.n_read, g.seed)
+        self.bank = MemoryBank()
+        self.local_state: LocalState | None = None
+        self.frames_seen = 0
+        self.last_inference_ms = 0.0
+        self.last_admitted = False
+        # Test hook: called with the frame index at the start of `step` (may raise).
+        self.fault_hook: Callable[[int], None] | None = None
+
+    # ---------------------------------------------------------------- public attributes
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.config.class_names)
+
+    @property
+    def task(self) -> str:
+        return self.config.task
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    @property
+    def memory_size(self) -> int:
+        """Frames in the global bank now."""
+        return len(self.bank)
+
+    @property
+    def memory_frames(self) -> list[int]:
+        """Frame indices (since reset) held by the global bank, oldest first."""
+        return self.bank.frames
+
+    def reset(self) -> None:
+        """Forget the video: LSTM state, local window, global bank, policy and sampler state."""
+        self.local_state = None
+        self.bank.clear()
+        self.policy.reset()
+        self.sampler.reset()
+        self.frames_seen = 0
+        self.last_admitted = False
+
+    # ---------------------------------------------------------------- inference
+
+    def _check(self, image: np.ndarray) -> None:
+        if not isinstance(image, np.ndarray):
+            raise ValueError(f'step expects a numpy array, got {type(image).__name__}')
+        if image.dtype != np.uint8:
+            raise ValueError(f'step expects a uint8 RGB image, got dtype {image.dtype}')
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f'step expects an H x W x 3 RGB image, got shape {image.shape}')
+        if image.shape[0] < 1 or image.shape[1] < 1:
+            raise ValueError(f'step got an empty image of shape {image.shape}')
+
+    def _autocast(self) -> torch.autocast:
+        dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype or torch.float32,
+                              enabled=dtype is not None)
+
+    def _prepare(self, image: np.ndarray) -> torch.Tensor:
+        """H x W x 3 uint8 -> 1 x 3 x h x w normalised on the device, at the inference size."""
+        h, w = self.inference_size
+        if image.shape[:2] != (h, w):
+            shrink = image.shape[0] > h and image.shape[1] > w
+            image = cv2.resize(image, (w, h),
+                               interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        x = normalize(image, self.config).unsqueeze(0).to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def step(self, image: np.ndarray, return_probs: bool = False
+             ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Segment the next frame of the video.
+
+        Args:
+            image: H x W x 3 uint8 RGB, any size.
+            return_probs: also return class probabilities.
+
+        Returns:
+            labels H x W uint8 class ids, or (labels, probs K x H x W float32).
+        """
+        self._check(image)
+        frame = self.frames_seen
+        if self.fault_hook is not None:
+            self.fault_hook(frame)
+        height, width = image.shape[:2]
+        x = self._prepare(image)
+        with torch.inference_mode():
+            if self.device.type == 'cuda':
+                torch.cuda.synchronize(self.device)
+            start = time.perf_counter()
+            with self._autocast():
+                skips, f32 = self.model.encode(x)
+                mem_k = mem_v = None
+                if self.model.use_global and len(self.bank):
+                    mem_k, mem_v = self.bank.gather(self.sampler.indices(len(self.bank)))
+                logits, state = self.model.step(skips, f32, self.local_state, mem_k, mem_v)
+                admitted = False
+                if self.model.use_global:
+                    # The bank is only written after this frame's prediction (causal).
+                    admitted = update_bank(self.bank, self.policy, self.capacity, frame, logits,
+                                           f32, self.model.global_key_value)
+            # One resize from 1/4 of the inference size straight to the input size.
+            logits = F.interpolate(logits.float(), size=(height, width), mode='bilinear',
+                                   align_corners=False)
+            labels_t = logits.argmax(dim=1)[0].to(torch.uint8)
+            probs_t = torch.softmax(logits[0], dim=0) if return_probs else None
+            if self.device.type == 'cuda':
+                torch.cuda.synchronize(self.device)
+            self.last_inference_ms = (time.perf_counter() - start) * 1000.0
+        # Commit the state only once everything succeeded.
+        self.local_state = state
+        self.last_admitted = admitted
+        self.frames_seen = frame + 1
+        labels = labels_t.cpu().numpy()
+        if return_probs:
+            return labels, probs_t.cpu().numpy().astype(np.float32, copy=False)
+        return labels
+
+
+def _apply_memory_overrides(cfg: ModelConfig, memory: dict[str, Any]) -> tuple[ModelConfig,
+                                                                               bool | None,
+                                                                               bool | None]:
+    """Copy `cfg` with global-memory overrides; return (config, local_enabled, global_enabled)."""
+    if not isinstance(memory, dict):
+        raise ValueError(f'memory overrides must be a dict, got {type(memory).__name__}')
+    cfg = copy.deepcopy(cfg)
+    memory = dict(memory)
+    local = memory.pop('local_enabled', None)
+    glob = memory.pop('global_enabled', memory.pop('enabled', None))
+    for name, value in (('local_enabled', local), ('global_enabled', glob)):
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f'memory override {name} must be true/false, got {value!r}')
+    fields = {f.name for f in dataclasses.fields(GlobalMemoryConfig)}
+    unknown = sorted(set(memory) - fields)
+    if unknown:
+        raise ValueError(f'unknown memory override(s) {unknown}; known: '
+                         f'{sorted(WEIGHT_FREE_KEYS + ("local_enabled", "global_enabled"))}')
+    weighty = sorted(set(memory) - set(WEIGHT_FREE_KEYS))
+    if weighty:
+        raise ValueError(f'memory override(s) {weighty} would change the weights; '
+                         f'only {list(WEIGHT_FREE_KEYS)} can be changed at load time')
+    cfg.global_memory = dataclasses.replace(cfg.global_memory, **memory)
+    if local is not None:
+        if local and not cfg.local_memory.enabled:
+            raise ValueError('memory override local_enabled=true: the model has no local memory')
+        cfg.local_memory.enabled = local
+    if glob is not None:
+        if glob and not cfg.global_memory.enabled:
+            raise ValueError('memory override global_enabled=true: the model has no global memory')
+        cfg.global_memory.enabled = glob
+    cfg.validate()
+    return cfg, local, glob
+
+
+def default_model() -> tuple[DMNet, ModelConfig]:
+    """The shipped default checkpoint, or a seeded random stand-in (logged) until one ships."""
+    if DEFAULT_CHECKPOINT.is_file():
+        return build_from_checkpoint(DEFAULT_CHECKPOINT)
+    log.warning('no trained default model shipped at %s: using a randomly initialised DMNet '
+                '(seed %d); its masks are meaningless', DEFAULT_CHECKPOINT, DEFAULT_SEED)
+    cfg = ModelConfig()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(DEFAULT_SEED)
+        model = build_model(cfg, pretrained=False)
+        init_batchnorm_stats(model, torch.randn(2, 3, *cfg.input_size))
+    return model.eval(), cfg
+
+
+def load_segmenter(checkpoint: str | Path | None = None, device: str = 'auto', *,
+                   precision: str = 'auto', inference_size: tuple[int, int] | None = None,
+                   memory: dict[str, Any] | None = None) -> Segmenter:
+    """Load a Segmenter: the public entry point for the node, the CLIs and outside scripts.
+
+    Args:
+        checkpoint: a `.safetensors` checkpoint; None loads the default model shipped in
+            `dmnet_core/models/default.safetensors` (or a seeded random stand-in, with a log line).
+        device: 'auto' (CUDA if available, else CPU with a warning), 'cpu', 'cuda', 'cuda:N'.
+        precision: 'auto' (fp16 on CUDA, fp32 on CPU), 'fp32', 'fp16', 'bf16'.
+        inference_size: (H, W) multiples of 32, overriding the config's `input_size`.
+        memory: GlobalMemoryConfig overrides that do not change weights (alpha, beta, n_read,
+            capacity, policy, eviction, read_sampling, uniform_stride, seed), plus `local_enabled`
+            / `global_enabled` to switch a memory off.
+
+    Raises:
+        FileNotFoundError: the checkpoint path does not exist (names it).
+        ValueError: bad device, precision, size, overrides, or a checkpoint that does not fit.
+    """
+    dev = resolve_device(device)
+    if checkpoint is None:
+        model, cfg = default_model()
+    else:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f'checkpoint not found: {path}')
+        model, cfg = build_from_checkpoint(path)
+    if memory:
+        cfg, local, glob = _apply_memory_overrides(cfg, memory)
+        model.set_memory_enabled(local=local, global_=glob)
+    return Segmenter(model, cfg, dev, precision, inference_size)

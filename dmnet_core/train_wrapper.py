@@ -1,0 +1,59 @@
+"""Training-only forward over clips: the same stage methods the Segmenter calls, with BPTT.
+
+The data loader draws global frames from the whole video, future ones included, as the authors
+trained; inference (`Segmenter`) stays causal. `normalize` (defined in
+`dmnet_core.model.transforms`) turns uint8 images into the model's input.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from dmnet_core.model.dmnet import DMNet
+from dmnet_core.model.transforms import normalize
+
+__all__ = ['forward_clip', 'normalize']
+
+
+def forward_clip(model: DMNet, clip: torch.Tensor,
+                 global_frames: torch.Tensor | None = None) -> torch.Tensor:
+    """Run a clip frame by frame with the ConvLSTM state carried through it (back-propagated).
+
+    Frame t's local window is the clip's frames max(0, t-T+1)..t, exactly as in inference; every
+    frame reads the same global frames (all G of them). Without global frames each query reads
+    itself, as the Segmenter does while its bank is empty.
+
+    Args:
+        model: the network.
+        clip: normalised frames, B x T x 3 x H x W.
+        global_frames: normalised memory frames B x G x 3 x H x W, or None.
+
+    Returns:
+        logits B x T x K x H x W at input resolution.
+    """
+    if clip.ndim != 5 or clip.shape[2] != 3:
+        raise ValueError(f'clip must be B x T x 3 x H x W, got {tuple(clip.shape)}')
+    b, t, _, h, w = clip.shape
+    frames = clip.flatten(0, 1)                                  # BT x 3 x H x W
+    use_global = global_frames is not None and model.use_global
+    if use_global:
+        if global_frames.ndim != 5 or global_frames.shape[0] != b or \
+                global_frames.shape[2:] != clip.shape[2:]:
+            raise ValueError(f'global_frames must be B x G x 3 x {h} x {w}, '
+                             f'got {tuple(global_frames.shape)}')
+        g = global_frames.shape[1]
+        frames = torch.cat([frames, global_frames.flatten(0, 1)])
+    # One batched encoder pass for clip and global frames (batch-norm sees them together).
+    skips, f32 = model.encode(frames)
+    mem_k = mem_v = None
+    if use_global:
+        k, v = model.global_key_value(f32[b * t:])               # BG x Ck x h x w
+        mem_k = k.unflatten(0, (b, g))
+        mem_v = v.unflatten(0, (b, g))
+    skips = [s[:b * t].unflatten(0, (b, t)) for s in skips]      # each B x T x Cs x hs x ws
+    f32 = f32[:b * t].unflatten(0, (b, t))                       # B x T x C x h x w
+    state, out = None, []
+    for i in range(t):
+        logits, state = model.step([s[:, i] for s in skips], f32[:, i], state, mem_k, mem_v)
+        out.append(F.interpolate(logits, size=(h, w), mode='bilinear', align_corners=False))
+    return torch.stack(out, dim=1)

@@ -1,0 +1,181 @@
+"""Every parameter of the `dmnet` node, declared in one place with its descriptor and check.
+
+Read-only parameters need a model reload (or new publishers) to change, so they can only be
+set at start-up (`--params-file config/dmnet.yaml` or `-p name:=value`). The others can be
+changed at run time with `ros2 param set`; the node checks each new value with `check_value`
+and rejects a bad one with the reason (ranges are also in the descriptors).
+
+`debug.inject_fault_every` is a TEST HOOK: n > 0 makes every n-th model step raise
+RuntimeError('CUDA error: injected') through `Segmenter.fault_hook`, to exercise the fault path
+(log, reset the memory, keep going) on a CPU.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.node import Node
+
+from dmnet_ros.overlay import DEFAULT_PALETTE, palette_table
+
+# Defaults mirror dmnet_core.config.GlobalMemoryConfig (kept literal so that declaring and
+# checking parameters never imports torch; test_node_helpers checks they agree).
+MEMORY_DEFAULTS = {
+    'alpha': -0.3, 'beta': -0.5, 'n_read': 4, 'capacity': 16,
+    'policy': 'active', 'eviction': 'redundant', 'read_sampling': 'spread',
+}
+DEVICE_RE = re.compile(r'^(auto|cpu|cuda|cuda:\d+)$')
+MAX_INFERENCE_SIDE = 4096
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: default, description, read-only flag, range and allowed strings."""
+
+    name: str
+    default: Any
+    description: str
+    read_only: bool = True
+    int_range: tuple[int, int] | None = None
+    float_range: tuple[float, float] | None = None
+    choices: tuple[str, ...] = field(default_factory=tuple)
+
+    def descriptor(self) -> ParameterDescriptor:
+        """The ParameterDescriptor rclpy enforces (type, read_only, scalar ranges)."""
+        desc = self.description
+        if self.choices:
+            desc += ' One of: ' + ', '.join(repr(c) for c in self.choices) + '.'
+        d = ParameterDescriptor(description=desc, read_only=self.read_only)
+        if self.int_range is not None:
+            d.integer_range = [IntegerRange(from_value=self.int_range[0],
+                                            to_value=self.int_range[1], step=1)]
+        if self.float_range is not None:
+            d.floating_point_range = [FloatingPointRange(from_value=self.float_range[0],
+                                                         to_value=self.float_range[1], step=0.0)]
+        return d
+
+
+PARAMS: tuple[ParamSpec, ...] = (
+    # Model (read-only: changing any of them needs a reload).
+    ParamSpec('checkpoint', '', "Path to a .safetensors checkpoint; '' = the model shipped "
+              'with the package.'),
+    ParamSpec('device', 'auto', "'auto' (CUDA when available, else CPU with a warning), 'cpu', "
+              "'cuda' or 'cuda:N'."),
+    ParamSpec('precision', 'auto', 'Inference precision; fp16/bf16 apply on CUDA only.',
+              choices=('auto', 'fp32', 'fp16', 'bf16')),
+    ParamSpec('inference_size', [0, 0], '[H, W] the model runs at (frames are resized); '
+              "[0, 0] = the checkpoint's own size."),
+    ParamSpec('task', '', "Task the checkpoint must be trained for; '' = accept the "
+              "checkpoint's task.", choices=('', 'binary', 'parts', 'type')),
+    ParamSpec('use_cv_bridge', True, 'Convert images with cv_bridge when it imports '
+              '(the numpy path otherwise).'),
+    # Video memory (read-only: they configure the Segmenter when it is built).
+    ParamSpec('memory.alpha', MEMORY_DEFAULTS['alpha'], 'Active memory: representativeness '
+              'threshold (negative mean pixel entropy, nats).', float_range=(-1.0e6, 0.0)),
+    ParamSpec('memory.beta', MEMORY_DEFAULTS['beta'], 'Active memory: similarity threshold '
+              '(negative mean L2 distance to the newest entry).', float_range=(-1.0e6, 0.0)),
+    ParamSpec('memory.n_read', MEMORY_DEFAULTS['n_read'], 'Bank frames read per step.',
+              int_range=(1, 64)),
+    ParamSpec('memory.capacity', MEMORY_DEFAULTS['capacity'], 'Most frames the global bank '
+              'holds.', int_range=(1, 4096)),
+    ParamSpec('memory.policy', MEMORY_DEFAULTS['policy'], 'Which frames enter the bank.',
+              choices=('active', 'recent', 'uniform')),
+    ParamSpec('memory.eviction', MEMORY_DEFAULTS['eviction'], 'Which entry leaves a full bank.',
+              choices=('redundant', 'oldest')),
+    ParamSpec('memory.read_sampling', MEMORY_DEFAULTS['read_sampling'], 'Which bank entries '
+              'a step reads.', choices=('spread', 'latest', 'random')),
+    ParamSpec('memory.local_enabled', True, 'Use the local (ConvLSTM) memory (false switches '
+              'it off; true = as the checkpoint has it).'),
+    ParamSpec('memory.global_enabled', True, 'Use the global memory bank (false switches it '
+              'off; true = as the checkpoint has it).'),
+    # Topics and QoS (read-only: fixed when the subscriptions/publishers are created).
+    ParamSpec('compressed_topic', 'image/compressed', 'sensor_msgs/CompressedImage input '
+              "(jpeg/png), beside the raw 'image' topic; '' = do not subscribe."),
+    ParamSpec('mask_topic', '/dmnet/mask', 'Output mono8 class-id mask.'),
+    ParamSpec('overlay_topic', '/dmnet/overlay', 'Output rgb8 overlay (computed only while '
+              'subscribed).'),
+    ParamSpec('labels_topic', '/dmnet/labels', 'Class names as std_msgs/String JSON '
+              '(transient local).'),
+    ParamSpec('input.reliability', 'best_effort', 'Input QoS reliability; best_effort also '
+              'receives from reliable publishers.', choices=('best_effort', 'reliable')),
+    ParamSpec('input.depth', 1, 'Input QoS history depth (1 never builds a stale queue).',
+              int_range=(1, 100)),
+    ParamSpec('output.reliability', 'reliable', 'Output QoS reliability; reliable reaches '
+              'both reliable and best-effort subscribers.', choices=('best_effort', 'reliable')),
+    ParamSpec('output.depth', 5, 'Output QoS history depth.', int_range=(1, 100)),
+    ParamSpec('diagnostics.period_s', 1.0, 'Period of /diagnostics messages.',
+              float_range=(0.05, 60.0)),
+    # Run-time tunables.
+    ParamSpec('mask_value_mode', 'class_ids', "Mask pixel values: class ids, or 0/255 "
+              "('binary_255', binary task only).", read_only=False,
+              choices=('class_ids', 'binary_255')),
+    ParamSpec('overlay.alpha', 0.5, 'Weight of the class colour in the overlay.',
+              read_only=False, float_range=(0.0, 1.0)),
+    ParamSpec('overlay.palette', list(DEFAULT_PALETTE), 'Flat r,g,b list, one triplet per '
+              'class id 1..N (cycled).', read_only=False),
+    ParamSpec('reset.time_jump_s', 5.0, 'Reset the memory when stamps jump forward by more '
+              'than this (a new case); 0 = never. Backward jumps always reset.',
+              read_only=False, float_range=(0.0, 86400.0)),
+    ParamSpec('debug.inject_fault_every', 0, 'TEST HOOK: make every n-th model step raise '
+              "RuntimeError('CUDA error: injected'); 0 = off.", read_only=False,
+              int_range=(0, 1000000)),
+)
+SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
+
+
+def check_value(name: str, value: Any) -> str | None:
+    """Checks beyond the descriptor (choices, arrays, patterns): None if fine, else the reason."""
+    spec = SPECS.get(name)
+    if spec is None:
+        return None
+    if spec.choices and value not in spec.choices:
+        return f'{name}={value!r} not one of {list(spec.choices)}'
+    if name == 'device' and not DEVICE_RE.match(str(value)):
+        return f"device={value!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'"
+    if name == 'inference_size':
+        v = [int(x) for x in value]
+        if len(v) != 2:
+            return f'inference_size={v} must be [H, W]'
+        if v != [0, 0] and not all(32 <= x <= MAX_INFERENCE_SIDE and x % 32 == 0 for x in v):
+            return (f'inference_size={v} must be [0, 0] or multiples of 32 '
+                    f'in 32..{MAX_INFERENCE_SIDE}')
+    if name == 'overlay.palette':
+        try:
+            palette_table([int(x) for x in value])
+        except ValueError as exc:
+            return f'overlay.palette: {exc}'
+    if name.endswith('_topic') and name != 'compressed_topic' and not value:
+        return f'{name} must not be empty'
+    return None
+
+
+def declare_all(node: Node) -> dict[str, Any]:
+    """Declare every parameter on `node` and return {name: value} after overrides.
+
+    Raises:
+        rclpy.exceptions.InvalidParameterValueException (or a type error from rclpy): a
+        start-up override fails its descriptor or `check_value`; the message has the reason.
+    """
+    node.declare_parameters('', [(p.name, p.default, p.descriptor()) for p in PARAMS])
+    return {p.name: node.get_parameter(p.name).value for p in PARAMS}
+
+
+def memory_overrides(values: dict[str, Any]) -> dict[str, Any]:
+    """The `memory` argument of load_segmenter from the `memory.*` parameters.
+
+    `local_enabled`/`global_enabled` are passed only when false: true means "use what the
+    checkpoint has" (asking for a memory a checkpoint lacks is an error in load_segmenter).
+    """
+    out = {k.split('.', 1)[1]: v for k, v in values.items() if k.startswith('memory.')}
+    for key in ('local_enabled', 'global_enabled'):
+        if out.get(key, False):
+            del out[key]
+    return out
+
+
+def inference_size(values: dict[str, Any]) -> tuple[int, int] | None:
+    """`inference_size` as (H, W), or None for the checkpoint's own size."""
+    h, w = (int(x) for x in values['inference_size'])
+    return None if (h, w) == (0, 0) else (h, w)

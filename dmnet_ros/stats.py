@@ -1,0 +1,116 @@
+"""Thread-safe frame counters, rates and latency percentiles for the node's diagnostics."""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+
+import numpy as np
+
+
+class RateMeter:
+    """Events per second over a sliding window of monotonic timestamps."""
+
+    def __init__(self, window_s: float = 5.0, maxlen: int = 2000) -> None:
+        self.window_s = window_s
+        self._times: collections.deque[float] = collections.deque(maxlen=maxlen)
+
+    def tick(self, now: float | None = None) -> None:
+        self._times.append(time.monotonic() if now is None else now)
+
+    def rate(self, now: float | None = None) -> float:
+        """Rate in Hz over the window; 0 with fewer than two events in it."""
+        now = time.monotonic() if now is None else now
+        recent = [t for t in self._times if now - t <= self.window_s]
+        if len(recent) < 2:
+            return 0.0
+        span = recent[-1] - recent[0]
+        return (len(recent) - 1) / span if span > 0 else 0.0
+
+
+class FrameStats:
+    """Counters shared by the subscription callbacks, the worker and the diagnostics timer.
+
+    Invariant once the worker is idle: received == answered + dropped + rejected.
+    """
+
+    def __init__(self, latency_window: int = 200) -> None:
+        self._lock = threading.Lock()
+        self.received = 0
+        self.answered = 0
+        self.dropped = 0
+        self.rejected = 0
+        self.faults = 0
+        self.resets = 0
+        self.last_error = ''
+        self.last_error_time = -1e9       # monotonic time of the last model fault
+        self.last_reject_time = -1e9      # monotonic time of the last rejected frame
+        self.last_reset_reason = ''
+        self.inference_ms = 0.0
+        self._latency_ms: collections.deque[float] = collections.deque(maxlen=latency_window)
+        self._inference_ms: collections.deque[float] = collections.deque(maxlen=latency_window)
+        self._in_rate = RateMeter()
+        self._out_rate = RateMeter()
+
+    def on_received(self) -> None:
+        with self._lock:
+            self.received += 1
+            self._in_rate.tick()
+
+    def on_rejected(self, error: str) -> None:
+        with self._lock:
+            self.rejected += 1
+            self.last_error = error
+            self.last_reject_time = time.monotonic()
+
+    def on_dropped(self, n: int = 1) -> None:
+        with self._lock:
+            self.dropped += n
+
+    def on_fault(self, error: str) -> None:
+        """A model failure: the frame counts as dropped, the error is kept for diagnostics."""
+        with self._lock:
+            self.faults += 1
+            self.dropped += 1
+            self.last_error = error
+            self.last_error_time = time.monotonic()
+
+    def on_reset(self, reason: str) -> None:
+        with self._lock:
+            self.resets += 1
+            self.last_reset_reason = reason
+
+    def on_answered(self, latency_ms: float | None, inference_ms: float) -> None:
+        with self._lock:
+            self.answered += 1
+            self.inference_ms = inference_ms
+            self._inference_ms.append(inference_ms)
+            self._out_rate.tick()
+            if latency_ms is not None:
+                self._latency_ms.append(latency_ms)
+
+    def snapshot(self) -> dict[str, float | int | str]:
+        """A consistent copy of everything the diagnostics report."""
+        with self._lock:
+            lat = np.asarray(self._latency_ms, dtype=np.float64)
+            inf = np.asarray(self._inference_ms, dtype=np.float64)
+            now = time.monotonic()
+            return {
+                'frames_received': self.received,
+                'frames_answered': self.answered,
+                'frames_dropped': self.dropped,
+                'frames_rejected': self.rejected,
+                'faults': self.faults,
+                'resets': self.resets,
+                'last_error': self.last_error,
+                'last_reset_reason': self.last_reset_reason,
+                'inference_ms': self.inference_ms,
+                'inference_ms_p50': float(np.percentile(inf, 50)) if inf.size else 0.0,
+                'inference_ms_p95': float(np.percentile(inf, 95)) if inf.size else 0.0,
+                'latency_ms_p50': float(np.percentile(lat, 50)) if lat.size else 0.0,
+                'latency_ms_p95': float(np.percentile(lat, 95)) if lat.size else 0.0,
+                'input_rate_hz': self._in_rate.rate(now),
+                'output_rate_hz': self._out_rate.rate(now),
+                'seconds_since_fault': now - self.last_error_time,
+                'seconds_since_reject': now - self.last_reject_time,
+            }

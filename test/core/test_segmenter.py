@@ -1,0 +1,250 @@
+"""Segmenter: the stateful, causal inference object and `load_segmenter`."""
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from dmnet_core import Segmenter, load_segmenter
+from dmnet_core.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
+from dmnet_core.config import ModelConfig
+from dmnet_core.model import build_model, init_batchnorm_stats, normalize
+from dmnet_core.segmenter import resolve_device
+from dmnet_core.train_wrapper import forward_clip
+
+H, W = 64, 64
+
+
+def tiny_config(**memory) -> ModelConfig:
+    cfg = ModelConfig(input_size=[H, W])
+    cfg.decoder.channels = 32
+    cfg.local_memory.hidden = 16
+    cfg.local_memory.window = 3
+    cfg.global_memory.key_channels = 8
+    cfg.global_memory.value_channels = 16
+    for k, v in memory.items():
+        setattr(cfg.global_memory, k, v)
+    return cfg
+
+
+def tiny_segmenter(cfg: ModelConfig | None = None, seed: int = 0) -> Segmenter:
+    cfg = cfg or tiny_config()
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    init_batchnorm_stats(model, torch.randn(2, 3, H, W))
+    return Segmenter(model, cfg, 'cpu', 'fp32')
+
+
+def frames(n: int, seed: int = 0, size=(H, W)) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+# Admit every frame under the active policy (tests of the bank, not of the thresholds).
+ADMIT_ALL = {'alpha': -1e9, 'beta': 1e9}
+
+
+def test_step_any_size_returns_labels_and_probs():
+    seg = tiny_segmenter()
+    (img,) = frames(1, size=(50, 70))
+    labels = seg.step(img)
+    assert labels.shape == (50, 70) and labels.dtype == np.uint8
+    labels, probs = seg.step(img, return_probs=True)
+    assert probs.shape == (2, 50, 70) and probs.dtype == np.float32
+    assert np.allclose(probs.sum(0), 1, atol=1e-5)
+    assert np.array_equal(labels, probs.argmax(0))
+    assert seg.frames_seen == 2 and seg.last_inference_ms > 0
+    assert seg.class_names == ['background', 'instrument'] and seg.task == 'binary'
+    assert seg.inference_size == (H, W) and seg.device == torch.device('cpu')
+    assert seg.precision == 'fp32' and seg.config.num_classes == 2
+
+
+@pytest.mark.parametrize('bad,match', [
+    (np.zeros((8, 8, 3), np.float32), 'uint8'),
+    (np.zeros((8, 8), np.uint8), 'H x W x 3'),
+    (np.zeros((8, 8, 4), np.uint8), 'H x W x 3'),
+    ([[0]], 'numpy array'),
+])
+def test_step_rejects_bad_input_loudly(bad, match):
+    seg = tiny_segmenter()
+    with pytest.raises(ValueError, match=match):
+        seg.step(bad)
+    assert seg.frames_seen == 0
+
+
+def test_causal_frame_t_ignores_frame_t_plus_1():
+    a = frames(5)
+    b = [f.copy() for f in a]
+    b[3] = frames(1, seed=7)[0]
+    seg_a = tiny_segmenter(tiny_config(**ADMIT_ALL))
+    seg_b = tiny_segmenter(tiny_config(**ADMIT_ALL))
+    out_a = [seg_a.step(f, return_probs=True)[1] for f in a]
+    out_b = [seg_b.step(f, return_probs=True)[1] for f in b]
+    for t in range(3):
+        assert np.array_equal(out_a[t], out_b[t])
+    assert not np.allclose(out_a[3], out_b[3])
+    assert not np.allclose(out_a[4], out_b[4])      # the changed frame is remembered
+
+
+@pytest.mark.parametrize('sampling', ['spread', 'random'])
+def test_reset_equals_a_fresh_segmenter(sampling):
+    cfg = tiny_config(read_sampling=sampling, n_read=2, **ADMIT_ALL)
+    seg = tiny_segmenter(cfg)
+    for f in frames(6, seed=1):
+        seg.step(f)
+    assert seg.memory_size > 0
+    seg.reset()
+    assert seg.memory_size == 0 and seg.frames_seen == 0
+    fresh = tiny_segmenter(cfg)
+    for f in frames(6, seed=2):
+        assert np.array_equal(seg.step(f, return_probs=True)[1],
+                              fresh.step(f, return_probs=True)[1])
+
+
+def test_bank_is_bounded_over_500_frames_and_caches_keys():
+    seg = tiny_segmenter(tiny_config(capacity=6, **ADMIT_ALL))
+    calls = []
+    original = seg.model.global_key_value
+
+    def counting(f32):
+        calls.append(1)
+        return original(f32)
+
+    seg.model.global_key_value = counting
+    img = frames(4)
+    for t in range(500):
+        seg.step(img[t % 4][:32, :32])        # tiny frames; the model sees its 64x64 size
+        assert seg.memory_size <= 6
+    assert seg.memory_size == 6 and seg.frames_seen == 500
+    # Each admitted frame's key/value is computed exactly once, never recomputed for reads.
+    assert len(calls) == 500
+
+
+@pytest.mark.parametrize('policy', ['recent', 'uniform'])
+def test_simple_policies_stay_bounded(policy):
+    seg = tiny_segmenter(tiny_config(policy=policy, capacity=4, uniform_stride=2))
+    for f in frames(3) * 10:
+        seg.step(f[:32, :32])
+        assert seg.memory_size <= 4
+    assert seg.memory_size == 4
+    if policy == 'recent':
+        assert seg.memory_frames == [26, 27, 28, 29]
+
+
+def test_frame_by_frame_equals_the_whole_clip():
+    """With an empty bank (alpha too high to admit), stepping equals forward_clip on the clip."""
+    cfg = tiny_config(alpha=1e9)
+    seg = tiny_segmenter(cfg)
+    imgs = frames(5, seed=3)
+    probs = np.stack([seg.step(f, return_probs=True)[1] for f in imgs])
+    assert seg.memory_size == 0
+    clip = normalize(np.stack(imgs), cfg).unsqueeze(0)          # 1 x T x 3 x H x W
+    with torch.no_grad():
+        ref = torch.softmax(forward_clip(seg.model, clip), dim=2)[0].numpy()
+    assert np.allclose(probs, ref, atol=1e-4)
+
+
+def test_frame_by_frame_equals_clip_with_global_frames():
+    """forward_clip's batched global read equals the stage methods applied one frame at a time."""
+    cfg = tiny_config()
+    seg = tiny_segmenter(cfg)
+    model = seg.model
+    clip = normalize(np.stack(frames(3, seed=4)), cfg).unsqueeze(0)
+    glob = normalize(np.stack(frames(2, seed=5)), cfg).unsqueeze(0)
+    with torch.no_grad():
+        ref = forward_clip(model, clip, glob)
+        kvs = [model.global_key_value(model.encode(glob[:, g])[1]) for g in range(2)]
+        mem_k = torch.stack([k for k, _ in kvs], 1)
+        mem_v = torch.stack([v for _, v in kvs], 1)
+        state = None
+        for t in range(3):
+            skips, f32 = model.encode(clip[:, t])
+            logits, state = model.step(skips, f32, state, mem_k, mem_v)
+            logits = torch.nn.functional.interpolate(logits, size=(H, W), mode='bilinear')
+            assert torch.allclose(logits, ref[:, t], atol=1e-4)
+
+
+def test_fault_hook_leaves_segmenter_usable():
+    seg = tiny_segmenter(tiny_config(**ADMIT_ALL))
+    imgs = frames(4)
+
+    def hook(i):
+        if i == 2:
+            raise RuntimeError('injected fault')
+
+    seg.fault_hook = hook
+    seg.step(imgs[0])
+    seg.step(imgs[1])
+    with pytest.raises(RuntimeError, match='injected'):
+        seg.step(imgs[2])
+    assert seg.frames_seen == 2
+    seg.fault_hook = None
+    seg.reset()
+    fresh = tiny_segmenter(tiny_config(**ADMIT_ALL))
+    for f in imgs:
+        assert np.array_equal(seg.step(f, return_probs=True)[1],
+                              fresh.step(f, return_probs=True)[1])
+
+
+def test_load_segmenter_default_and_missing(caplog):
+    with caplog.at_level(logging.WARNING):
+        seg = load_segmenter(device='cpu', inference_size=(64, 96))
+    if not DEFAULT_CHECKPOINT.is_file():
+        assert 'randomly initialised' in caplog.text
+    assert seg.inference_size == (64, 96) and seg.precision == 'fp32'
+    assert seg.step(frames(1, size=(40, 50))[0]).shape == (40, 50)
+    with pytest.raises(FileNotFoundError, match='nowhere.safetensors'):
+        load_segmenter('nowhere.safetensors', device='cpu')
+
+
+def test_load_segmenter_options(tmp_path, caplog):
+    cfg = tiny_config()
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / 'tiny.safetensors', build_model(cfg), cfg)
+    seg = load_segmenter(path, device='cpu', memory={'capacity': 3, 'policy': 'recent'})
+    assert seg.config.global_memory.capacity == 3
+    for f in frames(5):
+        seg.step(f)
+    assert seg.memory_size == 3
+    with caplog.at_level(logging.WARNING):
+        assert load_segmenter(path, device='cpu', precision='fp16').precision == 'fp32'
+    assert 'fp16' in caplog.text
+    with pytest.raises(ValueError, match='capacityy'):
+        load_segmenter(path, device='cpu', memory={'capacityy': 3})
+    with pytest.raises(ValueError, match='key_channels'):
+        load_segmenter(path, device='cpu', memory={'key_channels': 3})
+    with pytest.raises(ValueError, match='multiples of 32'):
+        load_segmenter(path, device='cpu', inference_size=(60, 64))
+    with pytest.raises(ValueError, match='precision'):
+        load_segmenter(path, device='cpu', precision='fp8')
+    with pytest.raises(ValueError, match='device'):
+        load_segmenter(path, device='tpu')
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the error on a machine without CUDA')
+def test_unavailable_cuda_is_a_clear_error():
+    with pytest.raises(ValueError, match='CUDA is not available'):
+        resolve_device('cuda:0')
+    assert resolve_device('auto') == torch.device('cpu')
+
+
+def test_memories_switched_off_at_load_equal_the_backbone(tmp_path):
+    cfg = tiny_config()
+    seg_full = tiny_segmenter(cfg)
+    path = save_checkpoint(tmp_path / 'full.safetensors', seg_full.model, cfg)
+    seg = load_segmenter(path, device='cpu',
+                         memory={'local_enabled': False, 'global_enabled': False})
+    assert not seg.model.use_local and not seg.model.use_global
+    off = tiny_config()
+    off.local_memory.enabled = off.global_memory.enabled = False
+    backbone = build_model(off)
+    backbone.load_state_dict({k: v for k, v in seg_full.model.state_dict().items()
+                              if k.startswith(('encoder.', 'decoder.'))})
+    seg_backbone = Segmenter(backbone, off, 'cpu', 'fp32')
+    for f in frames(3):
+        assert np.array_equal(seg.step(f, return_probs=True)[1],
+                              seg_backbone.step(f, return_probs=True)[1])
+    assert seg.memory_size == 0
+    off_path = save_checkpoint(tmp_path / 'backbone.safetensors', backbone, off)
+    with pytest.raises(ValueError, match='no local memory'):
+        load_segmenter(off_path, device='cpu', memory={'local_enabled': True})

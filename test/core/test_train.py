@@ -1,0 +1,226 @@
+"""`dmnet train`: loss goes down, resume reproduces the loss curve, errors name the bad input.
+
+Tiny everything: 2 synthetic sequences x 8 frames at 64 x 96, 64 x 64 crops, decoder width 16.
+"""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from dmnet_core.checkpoint import load_checkpoint
+from dmnet_core.cli import main
+from dmnet_core.config import ExperimentConfig, from_dict, load_yaml
+from dmnet_core.data.synth import generate_dataset
+from dmnet_core.segmenter import load_segmenter
+from dmnet_core.train import (
+    Dist,
+    EpochSampler,
+    lr_factor,
+    read_log,
+    soft_dice_loss,
+    train,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+TINY = {
+    'model': {'decoder': {'channels': 16}, 'local_memory': {'hidden': 16, 'window': 3},
+              'global_memory': {'key_channels': 8, 'value_channels': 16, 'n_read': 2,
+                                'capacity': 4},
+              'input_size': [64, 96]},
+    'data': {'clip_len': 3, 'n_global': 2, 'crop': [64, 64]},
+    'train': {'epochs': 2, 'iters_per_epoch': 3, 'batch_size': 2, 'lr': 0.003,
+              'warmup_iters': 1, 'device': 'cpu', 'dice_weight': 0.5, 'val_max_frames': 3},
+}
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp('synth')
+    generate_dataset(root, 2, 8, seed=0, size=(64, 96))      # train seq_000, val=test seq_001
+    return root
+
+
+def _exp(data: Path, out: Path, **train_overrides) -> ExperimentConfig:
+    exp = from_dict(ExperimentConfig, TINY)
+    exp.data.root = str(data)
+    exp.train.out_dir = str(out)
+    for k, v in train_overrides.items():
+        setattr(exp.train, k, v)
+    return exp
+
+
+@pytest.fixture(scope='module')
+def straight(data, tmp_path_factory) -> dict:
+    """Six iterations (two epochs) in one go: the reference run."""
+    return train(_exp(data, tmp_path_factory.mktemp('straight')))
+
+
+def _yaml(tmp_path: Path, data: Path) -> Path:
+    path = tmp_path / 'tiny.yaml'
+    cfg = {k: dict(v) for k, v in TINY.items()}
+    cfg['data'] = {**TINY['data'], 'root': str(data)}
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_short_training_lowers_loss(straight) -> None:
+    losses = straight['losses']
+    assert len(losses) == 6 and all(np.isfinite(losses))
+    assert np.mean(losses[-2:]) < 0.7 * losses[0]
+    out = Path(straight['out_dir'])
+    for name in ('last.safetensors', 'best.safetensors', 'config.yaml', 'train_log.csv',
+                 'val_log.csv', 'resume.safetensors', 'resume.json'):
+        assert (out / name).is_file(), name
+    log = read_log(out / 'train_log.csv')
+    assert [r['step'] for r in log] == list(range(1, 7))
+    assert [r['loss'] for r in log] == pytest.approx(losses, abs=1e-6)
+    # lr: warm-up of one step, then cosine decay.
+    lrs = [r['lr'] for r in log]
+    assert lrs[0] == pytest.approx(0.003) and all(a >= b for a, b in zip(lrs, lrs[1:]))
+    val = read_log(out / 'val_log.csv')
+    assert [r['epoch'] for r in val] == [1, 2]
+    assert all(0.0 <= r['binary_dice'] <= 1.0 for r in val)
+    # The best checkpoint carries its config and loads into the Segmenter (same code path).
+    cfg, _, extra = load_checkpoint(out / 'best.safetensors')
+    assert cfg.decoder.channels == 16 and extra['step'] in (3, 6)
+    seg = load_segmenter(out / 'best.safetensors', 'cpu')
+    labels = seg.step(np.zeros((64, 96, 3), np.uint8))
+    assert labels.shape == (64, 96) and labels.dtype == np.uint8
+
+
+def test_resume_reproduces_loss_curve(data, straight, tmp_path) -> None:
+    exp = _exp(data, tmp_path / 'run')
+    first = train(exp, stop_after=4)                  # interrupted mid-epoch 2
+    assert first['interrupted'] and first['step'] == 4
+    second = train(exp, resume=True)
+    assert second['resumed_from'] == 4 and second['step'] == 6
+    assert first['losses'] + second['losses'] == pytest.approx(straight['losses'], rel=1e-5)
+    log = read_log(tmp_path / 'run' / 'train_log.csv')
+    assert [r['step'] for r in log] == list(range(1, 7))   # no duplicated rows
+    _, wa, _ = load_checkpoint(Path(straight['out_dir']) / 'last.safetensors')
+    _, wb, _ = load_checkpoint(tmp_path / 'run' / 'last.safetensors')
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
+
+
+def test_resume_errors(data, straight, tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match='resume.safetensors'):
+        train(_exp(data, tmp_path / 'empty'), resume=True)
+    out = tmp_path / 'copy'
+    shutil.copytree(straight['out_dir'], out)
+    exp = _exp(data, out)
+    exp.model.decoder.channels = 32
+    with pytest.raises(ValueError, match='model.decoder.channels: saved 16, now 32'):
+        train(exp, resume=True)
+
+
+def test_single_frame_baseline_cli(data, tmp_path, capsys) -> None:
+    out = tmp_path / 'single'
+    rc = main(['train', '--config', str(_yaml(tmp_path, data)), '--out', str(out),
+               '--no-local', '--no-global', '--epochs', '1', '--iters', '1'])
+    assert rc == 0
+    cfg, state, _ = load_checkpoint(out / 'best.safetensors')
+    assert not cfg.local_memory.enabled and not cfg.global_memory.enabled
+    assert not any(k.startswith(('local_memory.', 'global_memory.')) for k in state)
+    assert 'val mean_dice' in capsys.readouterr().out
+
+
+def test_bad_dataset_names_the_file(data, tmp_path, capsys) -> None:
+    bad = tmp_path / 'bad'
+    shutil.copytree(data, bad)
+    cfg = _yaml(tmp_path, bad)
+    missing = bad / 'seq_000' / 'masks' / 'binary' / '000005.png'
+    missing.unlink()
+    rc = main(['train', '--config', str(cfg), '--out', str(tmp_path / 'o1'), '--iters', '1'])
+    assert rc == 2 and str(missing) in capsys.readouterr().err
+    shutil.copy(bad / 'seq_000' / 'masks' / 'binary' / '000004.png', missing)
+    corrupt = bad / 'seq_001' / 'images' / '000000.png'     # first val frame: always read
+    corrupt.write_bytes(b'not a png')
+    rc = main(['train', '--config', str(cfg), '--out', str(tmp_path / 'o2'), '--epochs', '1',
+               '--iters', '1'])
+    err = capsys.readouterr().err
+    assert rc == 2 and 'cannot decode image' in err and str(corrupt) in err
+
+
+def test_bad_values_are_named(data, tmp_path, capsys) -> None:
+    cfg = str(_yaml(tmp_path, data))
+    cases = [(['--epochs', '0'], 'train.epochs'), (['--crop', '60', '64'], 'data.crop'),
+             (['--data', str(tmp_path / 'nope')], str(tmp_path / 'nope')),
+             (['--device', 'tpu'], "'tpu'")]
+    for extra, needle in cases:
+        rc = main(['train', '--config', cfg, '--out', str(tmp_path / 'o')] + extra)
+        assert rc == 2 and needle in capsys.readouterr().err, extra
+    rc = main(['train', '--config', str(tmp_path / 'missing.yaml')])
+    assert rc == 2 and 'missing.yaml' in capsys.readouterr().err
+    exp = load_yaml(cfg, ExperimentConfig)
+    exp.model.class_names = ['background', 'a', 'b']
+    with pytest.raises(ValueError, match='dataset.yaml: task .binary. has 2 classes'):
+        train(exp)
+
+
+def test_lr_schedule() -> None:
+    assert lr_factor(0, 100, 10, 'cosine', 0.01) == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, 'cosine', 0.01) == pytest.approx(1.0)
+    assert lr_factor(10, 100, 10, 'cosine', 0.01) == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, 'cosine', 0.0) == pytest.approx(0.5)
+    assert lr_factor(100, 100, 10, 'cosine', 0.01) == pytest.approx(0.01)
+    assert lr_factor(100, 100, 0, 'poly', 0.0) == pytest.approx(0.0)
+    assert lr_factor(50, 100, 0, 'poly', 0.0) == pytest.approx(0.5 ** 0.9)
+
+
+def test_epoch_sampler_shards_and_offsets() -> None:
+    one = EpochSampler(10, iters=3, batch_size=2, seed=0, epoch=1, dist_info=Dist())
+    assert list(one) == list(one) and len(one) == 6
+    other_epoch = EpochSampler(10, 3, 2, seed=0, epoch=2, dist_info=Dist())
+    assert list(one) != list(other_epoch)
+    # Resume offset: the tail of the same order.
+    tail = EpochSampler(10, 3, 2, seed=0, epoch=1, dist_info=Dist(), start_iter=2)
+    assert list(tail) == list(one)[4:] and len(tail) == 2
+    # Two ranks interleave one seeded order (12 draws: a permutation of 10, then 2 more).
+    r0 = list(EpochSampler(10, 3, 2, 0, 1, Dist(rank=0, world=2)))
+    r1 = list(EpochSampler(10, 3, 2, 0, 1, Dist(rank=1, world=2)))
+    order = list(EpochSampler(10, 6, 2, 0, 1, Dist()))
+    assert len(r0) == len(r1) == 6
+    assert [i for pair in zip(r0, r1) for i in pair] == order
+    assert sorted(order[:10]) == list(range(10))
+
+
+def test_soft_dice_loss() -> None:
+    target = torch.zeros(2, 8, 8, dtype=torch.long)
+    target[:, 2:6, 2:6] = 1
+    perfect = torch.nn.functional.one_hot(target, 2).permute(0, 3, 1, 2).float() * 50
+    assert soft_dice_loss(perfect, target).item() == pytest.approx(0.0, abs=1e-3)
+    assert soft_dice_loss(-perfect, target).item() == pytest.approx(1.0, abs=0.05)
+    ignored = target.clone()
+    ignored[:, 2:6, 2:6] = 255          # all foreground ignored: no class present, zero loss
+    assert soft_dice_loss(perfect, ignored).item() == 0.0
+
+
+def test_ddp_two_cpu_processes(data, tmp_path) -> None:
+    """torchrun with a gloo world of 2 on the CPU: both ranks train, only rank 0 writes."""
+    torchrun = Path(sys.executable).with_name('torchrun')
+    if not torchrun.exists():
+        pytest.skip(f'torchrun not installed beside {sys.executable}')
+    out = tmp_path / 'ddp'
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(REPO)}
+    with socket.socket() as s:          # a free port for the static rendezvous
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    cmd = [str(torchrun), '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
+           '--master_port', str(port), '-m', 'dmnet_core.cli',
+           'train', '--config', str(_yaml(tmp_path, data)), '--out', str(out), '--epochs', '1',
+           '--iters', '2', '--batch-size', '1', '--val-frames', '2']
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = read_log(out / 'train_log.csv')
+    assert [r['step'] for r in log] == [1, 2]                 # one writer, no duplicate rows
+    assert proc.stdout.count('step 2 ') == 1                  # only rank 0 reports
+    assert (out / 'best.safetensors').is_file()
