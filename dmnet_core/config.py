@@ -169,6 +169,9 @@ class TrainConfig:
     amp_dtype: str = 'bf16'             # 'bf16' or 'fp16' (with a grad scaler) under autocast
     val_max_frames: int = 0             # validate on the first N frames per sequence (0: all)
     save_every: int = 0                 # also save resume state every N iterations (0: per epoch)
+    # Fine-tuning: start from these weights (safetensors). Memory modules the run builds
+    # without (--no-local/--no-global) are dropped from them; anything else must fit.
+    init_checkpoint: str = ''
 
 
 @dataclass

@@ -47,7 +47,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from dmnet_core.config import ExperimentConfig, load_yaml, save_yaml, to_dict
+from dmnet_core.config import ExperimentConfig, ModelConfig, load_yaml, save_yaml, to_dict
 from dmnet_core.data import layout
 
 log = logging.getLogger(__name__)
@@ -514,6 +514,8 @@ def train(exp: ExperimentConfig, resume: bool = False, *,
         amp_dtype = torch.float16
     scaler = (torch.amp.GradScaler('cuda') if use_amp and amp_dtype == torch.float16 else None)
     best = None
+    if t.init_checkpoint and meta is None:
+        init_weights(raw, exp.model, t.init_checkpoint)
     if meta is not None:
         restore(meta, tensors, raw, optimizer, scheduler, scaler)
         best = meta.get('best_score')
@@ -668,6 +670,25 @@ def train(exp: ExperimentConfig, resume: bool = False, *,
     }
 
 
+def init_weights(model: nn.Module, cfg: ModelConfig, path: str | Path) -> None:
+    """Load fine-tuning start weights; memories this model was built without are dropped.
+
+    Everything the model has must come from the checkpoint with the same shape, so a
+    checkpoint of another architecture or class count fails loudly, naming the keys.
+    """
+    from dmnet_core.checkpoint import check_state_dict, load_checkpoint
+
+    _, state, _ = load_checkpoint(path)
+    own = model.state_dict()
+    dropped = sorted(k for k in state if k not in own
+                     and k.split('.')[0] in ('local_memory', 'global_memory'))
+    state = {k: v for k, v in state.items() if k not in dropped}
+    check_state_dict(model, state, cfg, source=str(path))
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    log.info('initialised from %s%s', path,
+             f' (dropped {len(dropped)} memory tensors)' if dropped else '')
+
+
 def _num(v: Any) -> str:
     return '' if v is None else f'{float(v):.6f}'
 
@@ -677,6 +698,12 @@ def _num(v: Any) -> str:
 def apply_overrides(exp: ExperimentConfig, args: argparse.Namespace) -> ExperimentConfig:
     """Command-line flags override the YAML."""
     exp = copy.deepcopy(exp)
+    if getattr(args, 'init', None):
+        # Fine-tuning keeps the checkpoint's architecture and classes; flags below still apply.
+        from dmnet_core.checkpoint import load_checkpoint
+
+        exp.model, _, _ = load_checkpoint(args.init)
+        exp.train.init_checkpoint = str(args.init)
     simple = {'data': ('data', 'root'), 'out': ('train', 'out_dir'),
               'device': ('train', 'device'), 'epochs': ('train', 'epochs'),
               'iters': ('train', 'iters_per_epoch'), 'batch_size': ('train', 'batch_size'),
@@ -726,6 +753,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument('--no-local', action='store_true', help='build without the local memory')
     p.add_argument('--no-global', action='store_true', help='build without the global memory')
     p.add_argument('--no-amp', action='store_true', help='no autocast on CUDA')
+    p.add_argument('--init', default=None, metavar='CHECKPOINT',
+                   help='fine-tune: start from these weights, with their model config '
+                        '(memories switched off by --no-local/--no-global are dropped)')
     p.set_defaults(func=run)
 
 

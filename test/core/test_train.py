@@ -133,6 +133,36 @@ def test_single_frame_baseline_cli(data, tmp_path, capsys) -> None:
     assert 'val mean_dice' in capsys.readouterr().out
 
 
+def test_fine_tune_from_checkpoint(data, straight, tmp_path) -> None:
+    """--init starts from the given weights with their config; memories off are dropped."""
+    start = Path(straight['out_dir']) / 'last.safetensors'
+    _, w0, _ = load_checkpoint(start)
+    for flags, memory in (([], True), (['--no-local', '--no-global'], False)):
+        out = tmp_path / ('dmnet' if memory else 'single')
+        rc = main(['train', '--config', str(_yaml(tmp_path, data)), '--out', str(out),
+                   '--init', str(start), '--epochs', '1', '--iters', '1', '--lr', '1e-9',
+                   *flags])
+        assert rc == 0
+        cfg, w1, _ = load_checkpoint(out / 'last.safetensors')
+        assert cfg.decoder.channels == 16 and cfg.local_memory.enabled is memory
+        # A near-zero learning rate: the weights are (almost) the ones we started from
+        # (batch-norm running statistics still move in a training step, so skip them).
+        assert set(w1) <= set(w0)
+        for k in w1:
+            if 'running_' in k or k.endswith('num_batches_tracked'):
+                continue
+            torch.testing.assert_close(w1[k], w0[k], rtol=1e-3, atol=1e-4)
+    # A checkpoint of another architecture fails naming what does not fit.
+    from dmnet_core.checkpoint import save_checkpoint
+    from dmnet_core.model import build_model
+    other = from_dict(ExperimentConfig, TINY).model
+    other.decoder.channels = 24
+    save_checkpoint(tmp_path / 'other.safetensors', build_model(other), other)
+    exp = _exp(data, tmp_path / 'bad', init_checkpoint=str(tmp_path / 'other.safetensors'))
+    with pytest.raises(ValueError, match='shape mismatches'):
+        train(exp)
+
+
 def test_bad_dataset_names_the_file(data, tmp_path, capsys) -> None:
     bad = tmp_path / 'bad'
     shutil.copytree(data, bad)

@@ -111,7 +111,9 @@ def test_params_file_is_installed_and_found_through_the_ament_index(tree):
     assert parts == ['config', 'dmnet.yaml']
     assert (REPO / 'config' / 'dmnet.yaml').is_file()
     setup = _setup_py()
-    assert "('share/' + package_name + '/config', glob('config/*.yaml'))" in setup
+    # The install itself is checked by test_package's colcon build; here, that setup.py routes
+    # config/*.yaml into share/dmnet_ros/config where FindPackageShare looks.
+    assert "('share/' + package_name + '/config', glob('config/*.yaml')" in setup
     assert "('share/' + package_name + '/launch', glob('launch/*.launch.py'))" in setup
     xml = (REPO / 'package.xml').read_text()
     for dep in ('launch', 'launch_ros', 'ament_index_python'):
