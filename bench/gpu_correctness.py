@@ -17,6 +17,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import latency  # noqa: E402  (puts the repository root on sys.path)
 
+from dmnet_core.cli import parse_model_size, parse_size  # noqa: E402
+
 # Random (untrained) weights put many pixels near a tie between classes, so fp16 rounding can
 # flip some labels; the probability bound is the sharper check.
 MIN_AGREEMENT = 0.97
@@ -50,9 +52,9 @@ def compare(name: str, ref: tuple[list, list], got: tuple[list, list], frames: l
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--device', default='cuda')
-    p.add_argument('--size', type=latency.parse_any_size, default=(240, 320),
+    p.add_argument('--size', type=parse_size, default=(240, 320),
                    help='frame size (the model resizes to --inference-size)')
-    p.add_argument('--inference-size', type=latency.parse_size, default=(256, 320))
+    p.add_argument('--inference-size', type=parse_model_size, default=(256, 320))
     p.add_argument('--frames', type=int, default=12)
     p.add_argument('--json', type=Path, default=None)
     args = p.parse_args(argv)

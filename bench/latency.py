@@ -46,6 +46,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+from dmnet_core.cli import parse_model_size  # noqa: E402  (after the path set-up)
 
 # The variants in table order: (name, JSON key of the median).
 VARIANTS = (
@@ -75,31 +76,6 @@ log = logging.getLogger('bench.latency')
 
 
 # ---------------------------------------------------------------------------- helpers
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'256x320' -> (256, 320): positive multiples of 32 (the model's stride)."""
-    try:
-        h, w = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'size must look like HxW (e.g. 256x320), '
-                                         f'got {text!r}') from None
-    if h <= 0 or w <= 0 or h % 32 or w % 32:
-        raise argparse.ArgumentTypeError(f'size {text!r}: H and W must be positive multiples '
-                                         'of 32 (the network stride)')
-    return h, w
-
-
-def parse_any_size(text: str) -> tuple[int, int]:
-    """'64x80' -> (64, 80): any frame size of at least 32x32 (the model resizes)."""
-    try:
-        h, w = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'size must look like HxW (e.g. 64x80), '
-                                         f'got {text!r}') from None
-    if h < 32 or w < 32:
-        raise argparse.ArgumentTypeError(f'size {text!r} must be at least 32x32')
-    return h, w
-
 
 def size_str(size: tuple[int, int]) -> str:
     return f'{size[0]}x{size[1]}'
@@ -649,7 +625,7 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--size', type=parse_size, default=(256, 320),
+    p.add_argument('--size', type=parse_model_size, default=(256, 320),
                    help='HxW of the frames and the inference size (default 256x320)')
     p.add_argument('--json', type=Path, default=None, help='write the results here')
     p.add_argument('--plot', type=Path, default=None, help='write the sweep plot here (PNG)')
@@ -689,7 +665,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
     sizes = SWEEP_SIZES if not args.quick else SWEEP_SIZES[:2]
     if args.sizes:
-        sizes = tuple(parse_size(s.strip()) for s in args.sizes.split(',') if s.strip())
+        sizes = tuple(parse_model_size(s.strip()) for s in args.sizes.split(',') if s.strip())
     banks = SWEEP_BANK if not args.quick else (1, 4, 16)
     out_dir = (args.json.parent if args.json else Path('out'))
     out_dir.mkdir(parents=True, exist_ok=True)

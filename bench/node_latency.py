@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dmnet_core.cli import parse_model_size, parse_size
+
 REPO = Path(__file__).resolve().parents[1]
 TOPIC = '/bench/image_raw'
 # Raw frames above 0.5 MB need a bigger Fast DDS shared-memory segment on the publisher, else
@@ -224,24 +226,14 @@ def run_model_only(args: argparse.Namespace) -> dict:
     }
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split('x'))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f'size {text!r} is not HxW, e.g. 480x640') from exc
-    if h <= 0 or w <= 0:
-        raise argparse.ArgumentTypeError(f'size {text!r} must be positive')
-    return h, w
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--frames', type=int, default=60, help='measured frames (after warm-up)')
     ap.add_argument('--warmup', type=int, default=5, help='frames sent first, not measured')
     ap.add_argument('--rate', type=float, default=5.0,
                     help='frames per second; 0 = closed loop (next frame after each mask)')
-    ap.add_argument('--size', type=_size, default=(480, 640), help='input frame HxW')
-    ap.add_argument('--inference-size', type=_size, default=None,
+    ap.add_argument('--size', type=parse_size, default=(480, 640), help='input frame HxW')
+    ap.add_argument('--inference-size', type=parse_model_size, default=None,
                     help="model HxW (default: the node's default, the checkpoint's size)")
     ap.add_argument('--device', default='cpu', help='auto | cpu | cuda | cuda:N')
     ap.add_argument('--precision', default='auto', help='auto | fp32 | fp16 | bf16')

@@ -31,6 +31,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import latency  # noqa: E402  (bench/latency.py: shared helpers; it puts the repo on sys.path)
 
+from dmnet_core.cli import parse_model_size, parse_size  # noqa: E402
+
 log = logging.getLogger('bench.soak')
 
 
@@ -156,9 +158,9 @@ def soak_node(args: argparse.Namespace, frames: int) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--frames', type=int, default=10000, help='frames through the model')
-    p.add_argument('--size', type=latency.parse_any_size, default=(64, 80),
+    p.add_argument('--size', type=parse_size, default=(64, 80),
                    help='HxW of the generated frames (default 64x80)')
-    p.add_argument('--inference-size', type=latency.parse_size, default=(64, 64),
+    p.add_argument('--inference-size', type=parse_model_size, default=(64, 64),
                    help='HxW the model runs at, multiples of 32 (default 64x64)')
     p.add_argument('--node', action='store_true', help='also soak the ROS 2 node')
     p.add_argument('--node-frames', type=int, default=None,

@@ -19,6 +19,26 @@ COMMANDS = {
 }
 
 
+def parse_size(text: str, minimum: int = 32, multiple: int = 1) -> tuple[int, int]:
+    """Argparse type for 'HxW' (e.g. '256x320') -> (256, 320), with an error naming the value."""
+    try:
+        h, w = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'size must look like HxW (e.g. 256x320), got {text!r}') from None
+    if h < minimum or w < minimum:
+        raise argparse.ArgumentTypeError(f'size {text!r} must be at least {minimum}x{minimum}')
+    if h % multiple or w % multiple:
+        raise argparse.ArgumentTypeError(
+            f'size {text!r}: H and W must be multiples of {multiple} (the network stride)')
+    return h, w
+
+
+def parse_model_size(text: str) -> tuple[int, int]:
+    """Argparse type for an inference size: 'HxW', multiples of 32."""
+    return parse_size(text, minimum=32, multiple=32)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='dmnet',

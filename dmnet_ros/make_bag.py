@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from dmnet_core.cli import parse_size
 from dmnet_ros import bag_io
 
 # A fixed default start (2023-11-14T22:13:20Z) makes bags of the same source byte-comparable.
@@ -48,17 +49,6 @@ class Source:
     has_gt: bool
     class_names: list[str] | None = None
 
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'256x320' -> (256, 320)."""
-    try:
-        h, w = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f'size must look like HxW (e.g. 256x320), got {text!r}') from None
-    if h < 32 or w < 32:
-        raise argparse.ArgumentTypeError(f'size must be at least 32x32, got {text!r}')
-    return h, w
 
 
 def _limit(frames: Frames, n: int | None) -> Frames:

@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from dmnet_core.cli import parse_model_size
 from dmnet_ros import bag_io
 from dmnet_ros.report import OverlayVideo, latency_stats, write_report
 
@@ -653,19 +654,6 @@ def _send_all(opts: ReplayOptions, info: bag_io.BagInfo, link: RosLink, coll: Co
 
 # --- command line -------------------------------------------------------------------------------
 
-def parse_size(text: str) -> tuple[int, int]:
-    """`--inference-size` 'HxW' -> (H, W), multiples of 32."""
-    try:
-        h, w = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f'--inference-size must look like HxW (e.g. 256x320), got {text!r}') from None
-    if h < 32 or w < 32 or h % 32 or w % 32:
-        raise argparse.ArgumentTypeError(f'--inference-size {text!r}: H and W must be '
-                                         'multiples of 32')
-    return h, w
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The `replay` command line."""
     p = argparse.ArgumentParser(
@@ -684,7 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--device', default='auto', help='node device: auto, cpu, cuda, cuda:N')
     p.add_argument('--image-topic', default=bag_io.IMAGE_TOPIC)
     p.add_argument('--gt-topic', default=bag_io.GT_TOPIC)
-    p.add_argument('--inference-size', type=parse_size, default=None,
+    p.add_argument('--inference-size', type=parse_model_size, default=None,
                    help="node inference size HxW (default: the checkpoint's)")
     p.add_argument('--timeout', type=float, default=60.0,
                    help='seconds to wait for a mask (lockstep: per frame) (default 60)')

@@ -30,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dmnet_core.cli import parse_size
 from dmnet_core.config import BINARY_CLASSES, PARTS_CLASSES, TYPE_CLASSES
 from dmnet_core.data.layout import DatasetMeta, auto_splits, frame_stem, write_frame, write_meta
 
@@ -463,17 +464,6 @@ def generate_dataset(out: str | Path, sequences: int, frames: int, seed: int,
     write_meta(out, meta)
     return meta
 
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'256x320' -> (256, 320); a clear error otherwise."""
-    try:
-        h, w = (int(v) for v in text.lower().split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f'size must look like HxW (e.g. 256x320), got {text!r}') from None
-    if h < 32 or w < 32:
-        raise argparse.ArgumentTypeError(f'size must be at least 32x32, got {text!r}')
-    return h, w
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
