@@ -170,7 +170,9 @@ class Segmenter:
             shrink = image.shape[0] > h and image.shape[1] > w
             image = cv2.resize(image, (w, h),
                                interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        x = normalize(image, self.config).unsqueeze(0).to(self.device, non_blocking=True)
+        # Upload uint8 and normalise on the device: a quarter of the bytes of a float32 copy.
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, non_blocking=True)
+        x = normalize(x.movedim(-1, -3), self.config).unsqueeze(0)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
