@@ -26,7 +26,7 @@ import torch
 import yaml
 from torch import nn
 
-from dmnet_core.config import ExperimentConfig, ModelConfig, from_dict, to_dict
+from dmnet_core.config import ExperimentConfig, ModelConfig, from_dict, read_yaml, to_dict
 from dmnet_core.model.dmnet import DMNet, build_model
 from dmnet_core.model.encoder import load_state_dict_file
 
@@ -86,12 +86,7 @@ def _config_from(config: ModelConfig | str | Path) -> ModelConfig:
     if isinstance(config, ModelConfig):
         return config
     path = Path(config)
-    if not path.is_file():
-        raise FileNotFoundError(f'config file not found: {path}')
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f'{path}: not valid YAML: {exc}') from exc
+    data = read_yaml(path)
     try:
         if isinstance(data, dict) and 'model' in data:
             return from_dict(ExperimentConfig, data).model

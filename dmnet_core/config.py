@@ -235,15 +235,20 @@ def to_dict(obj: Any) -> dict:
     return dataclasses.asdict(obj)
 
 
-def load_yaml(path: str | Path, cls: type[T]) -> T:
-    """Load a dataclass from a YAML file; errors name the file."""
+def read_yaml(path: str | Path) -> Any:
+    """The parsed content of a YAML file; a missing or malformed file is named."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'config file not found: {path}')
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ValueError(f'{path}: not valid YAML: {exc}') from exc
+
+
+def load_yaml(path: str | Path, cls: type[T]) -> T:
+    """Load a dataclass from a YAML file; errors name the file."""
+    data = read_yaml(path)
     try:
         return from_dict(cls, data)
     except ValueError as exc:
