@@ -367,7 +367,7 @@ def node_params(checkpoint: str | None, device: str, precision: str,
     """`-p name:=value` arguments for the node."""
     args = ['-p', f'device:={device}', '-p', f'precision:={precision}',
             '-p', f'inference_size:=[{size[0]},{size[1]}]',
-            '-p', "compressed_topic:=''", '-p', 'diagnostics.period_s:=5.0']
+            '-p', "compressed_topic:=''", '-p', 'diagnostics.period_s:=1.0']
     if checkpoint:
         args += ['-p', f'checkpoint:={checkpoint}']
     for key, value in memory.items():
@@ -383,6 +383,7 @@ class NodeClient:
     """
 
     def __init__(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.node import Node
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
@@ -392,6 +393,16 @@ class NodeClient:
         self.pub = self.node.create_publisher(Image, 'image', qos)
         self.received: dict[tuple[int, int], float] = {}
         self.node.create_subscription(Image, '/dmnet/mask', self._on_mask, qos)
+        # The node's own figures (inference_ms_p50 & co.), from its latest /diagnostics.
+        self.diagnostics: dict[str, str] = {}
+        self.diagnostics_count = 0
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
+
+    def _on_diagnostics(self, msg: Any) -> None:
+        for status in msg.status:
+            if 'segmentation' in status.name:
+                self.diagnostics = {kv.key: kv.value for kv in status.values}
+                self.diagnostics_count += 1
 
     def _on_mask(self, msg: Any) -> None:
         key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
@@ -469,6 +480,7 @@ def measure_node_latency(frames: list[np.ndarray], warmup: int, *, checkpoint: s
     # sensitive than wall time to other jobs on a shared machine.
     node_cpu: list[float] = []
     bare_cpu: list[float] = []
+    bare_inference: list[float] = []
     lost = 0
     with node_process(node_params(checkpoint, device, precision, size, memory), domain_id,
                       log_path) as proc:
@@ -503,16 +515,31 @@ def measure_node_latency(frames: list[np.ndarray], warmup: int, *, checkpoint: s
                     continue
                 e2e.append(ms)
                 step.append(bare_ms)
+                bare_inference.append(bare.last_inference_ms)
                 node_cpu.append((c1 - c0) * 1000.0)
                 bare_cpu.append(bare_cpu_ms)
+            # A /diagnostics published after the last frame: the node's own model-call figures.
+            seen = client.diagnostics_count
+            client.spin_until(lambda: client.diagnostics_count > seen, 5.0)
+            node_diag = dict(client.diagnostics)
         finally:
             client.close()
             rclpy.shutdown()
     if not e2e:
         raise RuntimeError(f'no masks came back from the node ({lost} frames lost)')
     e, s = stats_ms(e2e), stats_ms(step)
+    paired = np.asarray(e2e) / np.asarray(step)
+    node_inf = node_diag.get('inference_ms_p50')
     return {'node_e2e': e, 'bare_step': s, 'lost_frames': lost, 'startup_s': round(startup_s, 1),
             'ratio': round(e['median_ms'] / s['median_ms'], 3),
+            # Frame i through the node and through the bare Segmenter run a few ms apart, so
+            # their ratio cancels the slow drifts of a shared machine; the median of those.
+            'paired_ratio_median': round(float(np.median(paired)), 3),
+            'paired_ratio_p25_p75': [round(float(np.percentile(paired, q)), 3) for q in (25, 75)],
+            # The model call alone (timed inside Segmenter.step, no pre/post-processing): in
+            # the node (its /diagnostics p50, warm-up frames included) and here.
+            'node_inference_ms_p50': float(node_inf) if node_inf else None,
+            'bare_inference_ms_p50': round(float(np.median(bare_inference)), 3),
             # Means: psutil's CPU times tick at 10 ms, too coarse for a per-frame median.
             'node_cpu_ms_per_frame': round(float(np.mean(node_cpu)), 2),
             'bare_cpu_ms_per_frame': round(float(np.mean(bare_cpu)), 2),
@@ -602,6 +629,13 @@ def print_table(result: dict[str, Any]) -> None:
               f"(p95 {ros['node_e2e']['p95_ms']:.2f} ms, lost {ros['lost_frames']}); CPU time "
               f"per frame node {ros['node_cpu_ms_per_frame']:.1f} ms vs bare "
               f"{ros['bare_cpu_ms_per_frame']:.1f} ms: ratio {ros['cpu_ratio']:.3f}")
+        if ros.get('paired_ratio_median') is not None:
+            node_inf = ros.get('node_inference_ms_p50')
+            node_inf = 'n/a' if node_inf is None else f'{node_inf:.2f}'
+            q1, q3 = ros['paired_ratio_p25_p75']
+            print(f"  per-frame paired ratio: median {ros['paired_ratio_median']:.3f} "
+                  f"(IQR {q1:.3f}-{q3:.3f}); model call alone: node {node_inf} ms, "
+                  f"bare {ros['bare_inference_ms_p50']:.2f} ms")
     elif ros:
         print(f'ROS 2: {ros}')
     print('targets: ' + ', '.join(f'{k} {v}' for k, v in result['targets'].items()))

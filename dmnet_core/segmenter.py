@@ -24,9 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dmnet_core.allocator import reuse_freed_memory
 from dmnet_core.checkpoint import DEFAULT_CHECKPOINT, build_from_checkpoint
 from dmnet_core.config import GlobalMemoryConfig, ModelConfig
 from dmnet_core.model.dmnet import DMNet, build_model, init_batchnorm_stats
+from dmnet_core.model.fuse import fold_batchnorm
 from dmnet_core.model.global_memory import MemoryBank, ReadSampler, build_policy, update_bank
 from dmnet_core.model.local_memory import LocalState
 from dmnet_core.model.transforms import normalize
@@ -79,7 +81,8 @@ class Segmenter:
     """Stateful, causal video segmentation with DMNet.
 
     Args:
-        model: the network (moved to `device`, put in eval mode).
+        model: the trained network; the Segmenter runs its own eval-mode copy (`self.model`),
+            with batch norm folded into the convolutions, on `device`.
         config: its configuration (memory settings as used here).
         device: where to run.
         precision: 'fp32', 'fp16' or 'bf16' (the latter two autocast, CUDA only).
@@ -95,11 +98,12 @@ class Segmenter:
         if len(size) != 2 or any(int(s) <= 0 or int(s) % 32 for s in size):
             raise ValueError(f'inference_size {size} must be two positive multiples of 32')
         self.inference_size: tuple[int, int] = (int(size[0]), int(size[1]))
-        # inference_mode in `step` keeps no autograd state; parameters are left as they are.
-        self.model = model.to(self.device).eval()
-        # Channels-last is faster on both CUDA and CPU (oneDNN convolutions, max pooling).
+        # An inference copy: batch norm folded into the convolutions (the caller's model is
+        # untouched, so a trainer can keep training it). Channels-last is faster on both CUDA
+        # and CPU (oneDNN convolutions, max pooling).
+        net, self.folded_batchnorms = fold_batchnorm(model)
         self.channels_last = True
-        self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = net.to(self.device, memory_format=torch.channels_last)
         g = config.global_memory
         self.capacity = g.capacity
         self.policy = build_policy(g.policy, alpha=g.alpha, beta=g.beta, eviction=g.eviction,
@@ -294,8 +298,14 @@ def load_segmenter(checkpoint: str | Path | None = None, device: str = 'auto', *
     Raises:
         FileNotFoundError: the checkpoint path does not exist (names it).
         ValueError: bad device, precision, size, overrides, or a checkpoint that does not fit.
+
+    On a CPU this also sets glibc's malloc thresholds for the whole process (see
+    `dmnet_core.allocator`; `DMNET_DEFAULT_MALLOC=1` opts out).
     """
     dev = resolve_device(device)
+    if dev.type == 'cpu':
+        # Per-frame activations reuse heap pages instead of page-faulting fresh ones each step.
+        reuse_freed_memory()
     if checkpoint is None:
         model, cfg = default_model()
     else:

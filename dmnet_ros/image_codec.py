@@ -10,6 +10,8 @@ smaller than a row) raises `ImageDecodeError`, a ValueError naming the bad field
 """
 from __future__ import annotations
 
+import array as pyarray
+
 import cv2
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
@@ -173,12 +175,13 @@ def array_to_image(array: np.ndarray, encoding: str, header: Header | None = Non
     step = row if step is None else int(step)
     if step < row:
         raise ValueError(f'step {step} smaller than a row ({row} bytes)')
-    if step == row:
-        data = np.ascontiguousarray(arr).tobytes()
-    else:
+    if step != row:
         padded = np.zeros((h, step), dtype=np.uint8)
         padded[:, :row] = arr.reshape(h, row)
-        data = padded.tobytes()
+        arr = padded
+    # One copy into the array.array the message keeps (bytes would be copied twice).
+    data = pyarray.array('B')
+    data.frombytes(memoryview(np.ascontiguousarray(arr)).cast('B'))
     msg = Image()
     if header is not None:
         msg.header = header

@@ -11,12 +11,31 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class SeparableMaxPool2d(nn.Module):
+    """k x k max pooling, stride 1, 'same' size, as a 1 x k pass then a k x 1 pass.
+
+    The max over a square window is the max over its rows' maxima, and both passes pad with
+    -inf as MaxPool2d does, so the values equal `nn.MaxPool2d(k, 1, k // 2)`'s exactly, for
+    2k comparisons per position instead of k^2 (CRP's pooling was ~18 % of a CPU step).
+    """
+
+    def __init__(self, kernel: int) -> None:
+        super().__init__()
+        if kernel % 2 != 1:
+            raise ValueError(f'kernel must be odd for same-size pooling, got {kernel}')
+        self.kernel = kernel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, p = self.kernel, self.kernel // 2
+        return F.max_pool2d(F.max_pool2d(x, (1, k), 1, (0, p)), (k, 1), 1, (p, 0))
+
+
 class CRPBlock(nn.Module):
     """Chained residual pooling: x + sum_i conv_i(maxpool(... conv_1(maxpool(x))))."""
 
     def __init__(self, channels: int, stages: int = 4) -> None:
         super().__init__()
-        self.pool = nn.MaxPool2d(5, stride=1, padding=2)
+        self.pool = SeparableMaxPool2d(5)
         self.convs = nn.ModuleList(nn.Conv2d(channels, channels, 1, bias=False)
                                    for _ in range(stages))
 

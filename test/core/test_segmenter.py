@@ -27,12 +27,16 @@ def tiny_config(**memory) -> ModelConfig:
     return cfg
 
 
-def tiny_segmenter(cfg: ModelConfig | None = None, seed: int = 0) -> Segmenter:
-    cfg = cfg or tiny_config()
+def tiny_model(cfg: ModelConfig, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = build_model(cfg)
     init_batchnorm_stats(model, torch.randn(2, 3, H, W))
-    return Segmenter(model, cfg, 'cpu', 'fp32')
+    return model
+
+
+def tiny_segmenter(cfg: ModelConfig | None = None, seed: int = 0) -> Segmenter:
+    cfg = cfg or tiny_config()
+    return Segmenter(tiny_model(cfg, seed), cfg, 'cpu', 'fp32')
 
 
 def frames(n: int, seed: int = 0, size=(H, W)) -> list[np.ndarray]:
@@ -134,13 +138,16 @@ def test_simple_policies_stay_bounded(policy):
 def test_frame_by_frame_equals_the_whole_clip():
     """With an empty bank (alpha too high to admit), stepping equals forward_clip on the clip."""
     cfg = tiny_config(alpha=1e9)
-    seg = tiny_segmenter(cfg)
+    model = tiny_model(cfg)
+    seg = Segmenter(model, cfg, 'cpu', 'fp32')
+    # The Segmenter runs a copy with batch norm folded in; the trained network is unchanged.
+    assert seg.folded_batchnorms > 0 and seg.model is not model
     imgs = frames(5, seed=3)
     probs = np.stack([seg.step(f, return_probs=True)[1] for f in imgs])
     assert seg.memory_size == 0
     clip = normalize(np.stack(imgs), cfg).unsqueeze(0)          # 1 x T x 3 x H x W
     with torch.no_grad():
-        ref = torch.softmax(forward_clip(seg.model, clip), dim=2)[0].numpy()
+        ref = torch.softmax(forward_clip(model.eval(), clip), dim=2)[0].numpy()
     assert np.allclose(probs, ref, atol=1e-4)
 
 
@@ -230,15 +237,15 @@ def test_unavailable_cuda_is_a_clear_error():
 
 def test_memories_switched_off_at_load_equal_the_backbone(tmp_path):
     cfg = tiny_config()
-    seg_full = tiny_segmenter(cfg)
-    path = save_checkpoint(tmp_path / 'full.safetensors', seg_full.model, cfg)
+    full = tiny_model(cfg)       # the trained network (a Segmenter runs a folded copy of it)
+    path = save_checkpoint(tmp_path / 'full.safetensors', full, cfg)
     seg = load_segmenter(path, device='cpu',
                          memory={'local_enabled': False, 'global_enabled': False})
     assert not seg.model.use_local and not seg.model.use_global
     off = tiny_config()
     off.local_memory.enabled = off.global_memory.enabled = False
     backbone = build_model(off)
-    backbone.load_state_dict({k: v for k, v in seg_full.model.state_dict().items()
+    backbone.load_state_dict({k: v for k, v in full.state_dict().items()
                               if k.startswith(('encoder.', 'decoder.'))})
     seg_backbone = Segmenter(backbone, off, 'cpu', 'fp32')
     for f in frames(3):
