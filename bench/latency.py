@@ -202,14 +202,6 @@ class FlowStepper:
         return labels
 
 
-def maybe_compile(seg: Any) -> None:
-    """torch.compile the convolutional bulk (encoder, decoder) of a Segmenter's network."""
-    import torch
-
-    seg.model.encoder = torch.compile(seg.model.encoder, dynamic=False)
-    seg.model.decoder = torch.compile(seg.model.decoder, dynamic=False)
-
-
 def build_variants(args: argparse.Namespace, size: tuple[int, int],
                    names: tuple[str, ...] | None = None,
                    memory_extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -227,8 +219,8 @@ def build_variants(args: argparse.Namespace, size: tuple[int, int],
             mem.update(memory_extra)
         seg = load_segmenter(args.checkpoint, args.device, precision=args.precision,
                              inference_size=size, memory=mem)
-        if args.compile:
-            maybe_compile(seg)
+        if args.compile and not seg.compile_network():
+            raise RuntimeError('--compile: torch.compile failed (see the warning above)')
         if name in MEMORY_VARIANTS:
             out[name] = seg
         elif name == 'flow':
@@ -363,9 +355,11 @@ def node_process(node_args: list[str], domain_id: int, log_path: Path | None = N
 
 
 def node_params(checkpoint: str | None, device: str, precision: str,
-                size: tuple[int, int], memory: dict[str, Any]) -> list[str]:
+                size: tuple[int, int], memory: dict[str, Any],
+                torch_compile: bool = False) -> list[str]:
     """`-p name:=value` arguments for the node."""
     args = ['-p', f'device:={device}', '-p', f'precision:={precision}',
+            '-p', f'torch_compile:={str(torch_compile).lower()}',
             '-p', f'inference_size:=[{size[0]},{size[1]}]',
             '-p', "compressed_topic:=''", '-p', 'diagnostics.period_s:=1.0']
     if checkpoint:
@@ -452,7 +446,7 @@ def measure_node_latency(frames: list[np.ndarray], warmup: int, *, checkpoint: s
                          device: str, precision: str, size: tuple[int, int],
                          memory: dict[str, Any], domain_id: int | None = None,
                          startup_timeout_s: float = 90.0, frame_timeout_s: float = 20.0,
-                         settle_s: float = 0.05,
+                         settle_s: float = 0.05, torch_compile: bool = False,
                          log_path: Path | None = None) -> dict[str, Any]:
     """End-to-end publish-to-mask latency of the node against the bare `Segmenter.step`.
 
@@ -471,7 +465,7 @@ def measure_node_latency(frames: list[np.ndarray], warmup: int, *, checkpoint: s
     os.environ['ROS_DOMAIN_ID'] = str(domain_id)
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     bare = load_segmenter(checkpoint, device, precision=precision, inference_size=size,
-                          memory=memory)
+                          memory=memory, torch_compile=torch_compile)
     import psutil
 
     e2e: list[float] = []
@@ -482,7 +476,8 @@ def measure_node_latency(frames: list[np.ndarray], warmup: int, *, checkpoint: s
     bare_cpu: list[float] = []
     bare_inference: list[float] = []
     lost = 0
-    with node_process(node_params(checkpoint, device, precision, size, memory), domain_id,
+    with node_process(node_params(checkpoint, device, precision, size, memory, torch_compile),
+                      domain_id,
                       log_path) as proc:
         node_ps = psutil.Process(proc.pid)
         rclpy.init()
@@ -551,21 +546,13 @@ def measure_node_latency(frames: list[np.ndarray], warmup: int, *, checkpoint: s
 
 def ros_latency(args: argparse.Namespace, frames: list[np.ndarray],
                 out_dir: Path) -> dict[str, Any]:
-    """Node end-to-end latency: bench/node_latency.py's function if present, else our own."""
-    here = Path(__file__).resolve().parent
-    if str(here) not in sys.path:
-        sys.path.insert(0, str(here))
-    try:
-        import node_latency  # noqa: F401  (the node owner's script, when it exists)
-
-        measure = getattr(node_latency, 'measure_node_latency', None)
-    except ImportError:
-        measure = None
-    if measure is None or measure is measure_node_latency:
-        measure = measure_node_latency
-    return measure(frames, args.warmup, checkpoint=args.checkpoint, device=args.device,
-                   precision=args.precision, size=args.size, memory=dict(MEMORY_VARIANTS['dmnet']),
-                   log_path=out_dir / 'node_latency.log')
+    """Node end-to-end latency against the bare step, both compiled when `--compile` is on."""
+    return measure_node_latency(frames, args.warmup, checkpoint=args.checkpoint,
+                                device=args.device, precision=args.precision, size=args.size,
+                                memory=dict(MEMORY_VARIANTS['dmnet']),
+                                torch_compile=args.compile,
+                                startup_timeout_s=600.0 if args.compile else 90.0,
+                                log_path=out_dir / 'node_latency.log')
 
 
 # ---------------------------------------------------------------------------- report
@@ -782,7 +769,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = run(args)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f'latency: error: {exc}', file=sys.stderr)
         return 2
     print_table(result)

@@ -69,6 +69,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               "[0, 0] = the checkpoint's own size."),
     ParamSpec('task', '', "Task the checkpoint must be trained for; '' = accept the "
               "checkpoint's task.", choices=('', 'binary', 'parts', 'type')),
+    ParamSpec('torch_compile', False, 'torch.compile the encoder and decoder at start-up '
+              '(faster steps, a slower start; falls back to eager with a warning if compiling '
+              'fails, e.g. without a C++ compiler).'),
     ParamSpec('use_cv_bridge', True, 'Convert images with cv_bridge when it imports '
               '(the numpy path otherwise).'),
     # Video memory (read-only: they configure the Segmenter when it is built).

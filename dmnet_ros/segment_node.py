@@ -174,11 +174,18 @@ class SegmentNode(Node):
         if p['mask_value_mode'] == 'binary_255' and seg.task != 'binary':
             raise StartupError(f'mask_value_mode=binary_255 needs the binary task, '
                                f'model is {seg.task!r}')
+        if p['torch_compile']:
+            self.get_logger().info('torch.compile of encoder and decoder (one-off, may take a '
+                                   'minute)...')
+            if not seg.compile_network():
+                self.get_logger().warning(f'torch.compile failed, running eagerly: '
+                                          f'{seg.compile_error}')
         self.segmenter = seg
         self._hardware_id = f'dmnet/{seg.device}'
         self.get_logger().info(
             f'model loaded: task={seg.task} classes={len(seg.class_names)} device={seg.device} '
-            f'precision={seg.precision} inference_size={list(seg.inference_size)}')
+            f'precision={seg.precision} inference_size={list(seg.inference_size)} '
+            f'compiled={seg.compiled}')
         if p['device'] == 'auto' and str(seg.device).startswith('cpu'):
             self.get_logger().warning('device=auto: no CUDA device available, '
                                       'falling back to CPU (slower)')

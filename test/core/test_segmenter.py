@@ -255,3 +255,37 @@ def test_memories_switched_off_at_load_equal_the_backbone(tmp_path):
     off_path = save_checkpoint(tmp_path / 'backbone.safetensors', backbone, off)
     with pytest.raises(ValueError, match='no local memory'):
         load_segmenter(off_path, device='cpu', memory={'local_enabled': True})
+
+
+def test_compiled_network_matches_eager_and_starts_clean():
+    seg = tiny_segmenter()
+    eager = tiny_segmenter()
+    assert seg.compile_network() is True, seg.compile_error
+    assert seg.compiled and seg.compile_error is None
+    # The warm-up frame left nothing behind.
+    assert seg.frames_seen == 0 and seg.memory_size == 0 and seg.local_state is None
+    for f in frames(4, seed=7):
+        got = seg.step(f, return_probs=True)[1]
+        ref = eager.step(f, return_probs=True)[1]
+        assert np.allclose(got, ref, atol=1e-4)
+
+
+def test_failed_compile_falls_back_to_eager(monkeypatch):
+    seg = tiny_segmenter()
+    ref = tiny_segmenter()
+    encoder = seg.model.encoder
+
+    class Broken(torch.nn.Module):   # torch.compile fails on the first call, not before
+        def forward(self, *_a, **_k):
+            raise RuntimeError('InductorError: no working C++ compiler found\nmore detail')
+
+    def broken_compile(module, **_kw):
+        return Broken()
+
+    monkeypatch.setattr(torch, 'compile', broken_compile)
+    assert seg.compile_network() is False
+    assert not seg.compiled and seg.model.encoder is encoder
+    assert seg.compile_error == 'RuntimeError: InductorError: no working C++ compiler found'
+    assert seg.frames_seen == 0
+    f = frames(1, seed=2)[0]
+    assert np.array_equal(seg.step(f, return_probs=True)[1], ref.step(f, return_probs=True)[1])

@@ -325,3 +325,19 @@ def test_frames_accounted_for(node_proc, client):
     values = diag.wait_settled()
     assert int(values['frames_received']) > 0
     assert node_proc.alive()
+
+
+def test_torch_compile_parameter(node_proc, client):
+    """torch_compile:=true compiles at start-up (before 'ready') and then answers frames."""
+    params = dict(NODE_PARAMS, torch_compile=True, mask_topic='/dmnet/compiled/mask',
+                  overlay_topic='/dmnet/compiled/overlay',
+                  labels_topic='/dmnet/compiled/labels', compressed_topic='')
+    remaps = {'image': '/endoscope/compiled/image_raw', '__ns': '/compiled'}
+    with NodeProcess(params, remaps=remaps, env=node_proc.env) as proc:
+        proc.wait_ready(timeout=600.0)
+        assert 'compiled=True' in proc.output(), proc.output()[-3000:]
+        masks = client.subscribe(Image, '/dmnet/compiled/mask', RELIABLE)
+        pub = client.node.create_publisher(Image, '/endoscope/compiled/image_raw', RELIABLE)
+        client.wait_for_subscriber(pub)
+        _send_until_answered(client, pub, masks, n=2)
+        assert proc.stop() == 0
