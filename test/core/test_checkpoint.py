@@ -3,6 +3,7 @@ import json
 import pathlib
 
 import pytest
+import tiny_models
 import torch
 import yaml
 from safetensors.torch import save_file
@@ -19,12 +20,7 @@ from dmnet_core.model import build_model
 
 
 def tiny_config() -> ModelConfig:
-    cfg = ModelConfig(input_size=[64, 64])
-    cfg.decoder.channels = 32
-    cfg.local_memory.hidden = 16
-    cfg.global_memory.key_channels = 8
-    cfg.global_memory.value_channels = 16
-    return cfg
+    return tiny_models.tiny_config(64, 64)
 
 
 def tiny_model(cfg=None):

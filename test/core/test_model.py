@@ -1,6 +1,7 @@
 """DMNet network: shapes per task and backbone, clip gradients, memories-off == backbone."""
 import numpy as np
 import pytest
+import tiny_models
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -13,16 +14,8 @@ H, W = 64, 96
 
 
 def tiny_config(**kw) -> ModelConfig:
-    """A narrow DMNet (C=32, ConvLSTM hidden 16) so CPU tests stay fast."""
-    cfg = ModelConfig(input_size=[H, W])
-    cfg.decoder.channels = 32
-    cfg.local_memory.hidden = 16
-    cfg.local_memory.window = 3
-    cfg.global_memory.key_channels = 8
-    cfg.global_memory.value_channels = 16
-    for k, v in kw.items():
-        setattr(cfg, k, v)
-    return cfg
+    """The shared tiny DMNet at H x W; `kw` set top-level config fields."""
+    return tiny_models.tiny_config(H, W, **kw)
 
 
 def tiny_model(cfg: ModelConfig | None = None, seed: int = 0) -> DMNet:

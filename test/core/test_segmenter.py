@@ -3,6 +3,7 @@ import logging
 
 import numpy as np
 import pytest
+import tiny_models
 import torch
 
 from dmnet_core import Segmenter, load_segmenter
@@ -16,15 +17,8 @@ H, W = 64, 64
 
 
 def tiny_config(**memory) -> ModelConfig:
-    cfg = ModelConfig(input_size=[H, W])
-    cfg.decoder.channels = 32
-    cfg.local_memory.hidden = 16
-    cfg.local_memory.window = 3
-    cfg.global_memory.key_channels = 8
-    cfg.global_memory.value_channels = 16
-    for k, v in memory.items():
-        setattr(cfg.global_memory, k, v)
-    return cfg
+    """The shared tiny DMNet at H x W; `memory` set global-memory fields."""
+    return tiny_models.tiny_config(H, W, memory)
 
 
 def tiny_model(cfg: ModelConfig, seed: int = 0) -> torch.nn.Module:
