@@ -476,9 +476,8 @@ def measure_node_latency(frames: list[np.ndarray], warmup: int, *, checkpoint: s
     bare_cpu: list[float] = []
     bare_inference: list[float] = []
     lost = 0
-    with node_process(node_params(checkpoint, device, precision, size, memory, torch_compile),
-                      domain_id,
-                      log_path) as proc:
+    node_args = node_params(checkpoint, device, precision, size, memory, torch_compile)
+    with node_process(node_args, domain_id, log_path) as proc:
         node_ps = psutil.Process(proc.pid)
         rclpy.init()
         client = NodeClient()

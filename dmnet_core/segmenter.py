@@ -172,8 +172,8 @@ class Segmenter:
             self.step(np.zeros((*self.inference_size, 3), dtype=np.uint8))
         except Exception as exc:  # torch.compile fails lazily, with many exception types
             self.model.encoder, self.model.decoder = eager
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ''
-            self.compile_error = f'{type(exc).__name__}: {first}'
+            text = str(exc).strip()
+            self.compile_error = f'{type(exc).__name__}: {text.splitlines()[0] if text else ""}'
             log.warning('torch.compile failed, running eagerly: %s', self.compile_error)
             return False
         finally:
