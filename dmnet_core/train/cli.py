@@ -1,0 +1,88 @@
+"""`dmnet train`: the command-line flags, which override the YAML."""
+from __future__ import annotations
+
+import argparse
+import copy
+
+from dmnet_core.config import ExperimentConfig, load_yaml
+from dmnet_core.train.loop import train
+
+
+def apply_overrides(exp: ExperimentConfig, args: argparse.Namespace) -> ExperimentConfig:
+    """Command-line flags override the YAML."""
+    exp = copy.deepcopy(exp)
+    if getattr(args, 'init', None):
+        # Fine-tuning keeps the checkpoint's architecture and classes; flags below still apply.
+        from dmnet_core.checkpoint import load_checkpoint
+
+        exp.model, _, _ = load_checkpoint(args.init)
+        exp.train.init_checkpoint = str(args.init)
+    simple = {'data': ('data', 'root'), 'out': ('train', 'out_dir'),
+              'device': ('train', 'device'), 'epochs': ('train', 'epochs'),
+              'iters': ('train', 'iters_per_epoch'), 'batch_size': ('train', 'batch_size'),
+              'lr': ('train', 'lr'), 'seed': ('train', 'seed'), 'log': ('train', 'log'),
+              'val_frames': ('train', 'val_max_frames'), 'workers': ('data', 'num_workers'),
+              'clip_len': ('data', 'clip_len')}
+    for arg, (section, key) in simple.items():
+        value = getattr(args, arg, None)
+        if value is not None:
+            setattr(getattr(exp, section), key, value)
+    if args.crop is not None:
+        exp.data.crop = list(args.crop)
+        exp.model.input_size = list(args.crop)
+    if args.no_local:
+        exp.model.local_memory.enabled = False
+    if args.no_global:
+        exp.model.global_memory.enabled = False
+    if args.no_amp:
+        exp.train.amp = False
+    return exp
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `dmnet train`."""
+    p = subparsers.add_parser(
+        'train', help='train DMNet (validation each epoch, best model kept, resumable)',
+        description='Train DMNet from an ExperimentConfig YAML; flags override it. The '
+                    'single-frame baseline is the same command with --no-local --no-global. '
+                    'Multi-GPU: torchrun --nproc_per_node N -m dmnet_core.cli train ...')
+    p.add_argument('--config', required=True, help='ExperimentConfig YAML')
+    p.add_argument('--data', default=None, help='dataset folder (overrides data.root)')
+    p.add_argument('--out', default=None, help='output folder (overrides train.out_dir)')
+    p.add_argument('--resume', action='store_true', help='continue from OUT/resume.*')
+    p.add_argument('--device', default=None, help="'auto', 'cpu', 'cuda', 'cuda:N'")
+    p.add_argument('--epochs', type=int, default=None)
+    p.add_argument('--iters', type=int, default=None, help='iterations per epoch')
+    p.add_argument('--batch-size', type=int, default=None, help='clips per iteration (per GPU)')
+    p.add_argument('--lr', type=float, default=None)
+    p.add_argument('--seed', type=int, default=None)
+    p.add_argument('--crop', type=int, nargs=2, default=None, metavar=('H', 'W'),
+                   help='training crop and model input size (multiples of 32)')
+    p.add_argument('--clip-len', type=int, default=None, help='frames per training clip')
+    p.add_argument('--workers', type=int, default=None, help='data loader workers')
+    p.add_argument('--val-frames', type=int, default=None,
+                   help='validate on the first N frames of each val sequence (0: all)')
+    p.add_argument('--log', default=None, choices=('csv', 'tensorboard'))
+    p.add_argument('--no-local', action='store_true', help='build without the local memory')
+    p.add_argument('--no-global', action='store_true', help='build without the global memory')
+    p.add_argument('--no-amp', action='store_true', help='no autocast on CUDA')
+    p.add_argument('--init', default=None, metavar='CHECKPOINT',
+                   help='fine-tune: start from these weights, with their model config '
+                        '(memories switched off by --no-local/--no-global are dropped)')
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `dmnet train`."""
+    exp = apply_overrides(load_yaml(args.config, ExperimentConfig), args)
+    result = train(exp, resume=args.resume)
+    if result['rank'] == 0:
+        val = result['val'] or {}
+        print(f"step {result['step']}  loss {_num(result['final_loss'])}  "
+              f"val mean_dice {_num(val.get('mean_dice'))}  best {_num(result['best_score'])}"
+              f"  -> {result['best']}")
+    return 0
+
+
+def _num(v: object) -> str:
+    return '' if v is None else f'{float(v):.6f}'

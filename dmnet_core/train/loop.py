@@ -1,0 +1,306 @@
+"""The training loop: train DMNet on clips, validate causally each epoch, keep the best model.
+
+One iteration: a batch of clips (T consecutive frames with masks, plus G global frames from the
+same video) goes through `forward_clip` (the Segmenter's stage methods with the ConvLSTM state
+carried, back-propagated through time); every frame of the clip is supervised with
+cross-entropy (+ optional soft Dice). AdamW, linear warm-up then cosine/poly decay, gradient
+clipping, autocast on CUDA (bf16, or fp16 with a grad scaler).
+
+After each epoch the weights are written to `OUT/last.safetensors` and scored through the same
+`Segmenter` code path as `dmnet evaluate` (frame by frame, causal) on the val split; the best
+(mean Dice, seed-paper protocol) is copied to `OUT/best.safetensors`.
+
+Resume state (no pickle): `OUT/resume.safetensors` holds the model and optimizer tensors and
+the torch RNG states; `OUT/resume.json` the step, scheduler, optimizer hyper-parameters, numpy
+and Python RNG states, the best score and the model config. Every iteration also reseeds the
+RNGs from (seed, step, rank), and the clip sampler's order is a pure function of (seed, epoch),
+so a resumed run draws the same batches and reproduces the loss curve.
+
+Multi-GPU: launch with `torchrun --nproc_per_node N -m dmnet_core.cli train ...`; with
+`WORLD_SIZE` > 1 the process group is initialised (NCCL on CUDA, gloo on the CPU), each rank
+draws its own shard of the batch indices, gradients are averaged by DistributedDataParallel,
+and only rank 0 logs, validates and saves. `batch_size` is per process.
+
+Logs: `OUT/train_log.csv` (per iteration), `OUT/val_log.csv` (per epoch), `OUT/config.yaml`
+(the effective config), TensorBoard events in `OUT/tb` when `log: tensorboard`.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from dmnet_core.config import ExperimentConfig, save_yaml
+from dmnet_core.train.checks import check_classes, check_split, validate_config
+from dmnet_core.train.data import EpochSampler, build_dataset
+from dmnet_core.train.distributed import seed_everything, setup_distributed
+from dmnet_core.train.logs import TRAIN_LOG_FIELDS, VAL_LOG_FIELDS, CsvLog, open_tensorboard
+from dmnet_core.train.objective import IGNORE_INDEX, lr_factor, param_groups, soft_dice_loss
+from dmnet_core.train.resume import (
+    RESUME_JSON,
+    check_resume_config,
+    init_weights,
+    load_resume,
+    restore,
+    save_resume,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ClipForward(nn.Module):
+    """`forward_clip` as a module's forward, so DistributedDataParallel sees the call."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, clip: torch.Tensor, global_frames: torch.Tensor | None) -> torch.Tensor:
+        from dmnet_core.train_wrapper import forward_clip
+        return forward_clip(self.model, clip, global_frames)
+
+
+def _validate(exp: ExperimentConfig, ckpt: Path, device: torch.device) -> dict:
+    """Score `ckpt` on the val split through the Segmenter, as `dmnet evaluate` does."""
+    from dmnet_core.evaluate import evaluate
+    from dmnet_core.segmenter import load_segmenter
+    seg = load_segmenter(ckpt, str(device), precision='fp32' if device.type == 'cpu' else 'auto')
+    return evaluate(exp.data.root, None, segmenter=seg, split=exp.data.val_split,
+                    max_frames=exp.train.val_max_frames or None)
+
+
+def _score(report: dict) -> float:
+    """Model selection score: seed-paper mean Dice, else binary Dice, else 0."""
+    for key in ('mean_dice', 'binary_dice'):
+        if report.get(key) is not None:
+            return float(report[key])
+    return 0.0
+
+
+def train(exp: ExperimentConfig, resume: bool = False, *,
+          stop_after: int | None = None) -> dict:
+    """Train DMNet as configured; see the module docstring for what is written where.
+
+    Args:
+        exp: the experiment (model, data, training settings).
+        resume: continue from `OUT/resume.*` (same step, optimizer, schedule, RNG).
+        stop_after: stop after this many iterations in total, saving resume state, as an
+            interruption would (used to test resume).
+
+    Returns:
+        `out_dir`, `last`, `best` (paths), `step`, `epoch`, `best_score`, `losses` (this
+        call's per-iteration losses), `final_loss`, `val` (last validation headline),
+        `resumed_from`, `interrupted`.
+    """
+    exp = copy.deepcopy(exp)
+    validate_config(exp)
+    root = Path(exp.data.root)
+    if not root.is_dir():
+        raise FileNotFoundError(f'dataset folder not found: {root}')
+    check_classes(root, exp)
+    check_split(root, exp.data.train_split, exp.model.task)
+    if exp.data.val_split:
+        check_split(root, exp.data.val_split, exp.model.task)
+    t = exp.train
+    dist_info, device = setup_distributed(t.device)
+    out = Path(t.out_dir)
+    if dist_info.main:
+        out.mkdir(parents=True, exist_ok=True)
+    # Resume state is read before anything consumes randomness.
+    meta = tensors = None
+    if resume:
+        meta, tensors = load_resume(out)
+        check_resume_config(meta, exp, out / RESUME_JSON)
+    start_step = int(meta['step']) if meta else 0
+    if dist_info.main:
+        save_yaml(exp, out / 'config.yaml')
+
+    from dmnet_core.checkpoint import save_checkpoint
+    from dmnet_core.model import build_model, normalize
+
+    torch.manual_seed(t.seed)
+    raw = build_model(exp.model).to(device)
+    net: nn.Module = ClipForward(raw)
+    if dist_info.world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == 'cuda' else None,
+            # A built global memory without global frames leaves its key/value heads unused.
+            find_unused_parameters=exp.model.global_memory.enabled and exp.data.n_global == 0)
+    optimizer = torch.optim.AdamW(param_groups(raw, t.weight_decay), lr=t.lr)
+    total = t.epochs * t.iters_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total, t.warmup_iters, t.schedule, t.min_lr_ratio))
+    use_amp = t.amp and device.type == 'cuda'
+    amp_dtype = torch.bfloat16 if t.amp_dtype == 'bf16' else torch.float16
+    if use_amp and amp_dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        log.warning('bf16 not supported on %s: using fp16 autocast', device)
+        amp_dtype = torch.float16
+    scaler = (torch.amp.GradScaler('cuda') if use_amp and amp_dtype == torch.float16 else None)
+    best = None
+    if t.init_checkpoint and meta is None:
+        init_weights(raw, exp.model, t.init_checkpoint)
+    if meta is not None:
+        restore(meta, tensors, raw, optimizer, scheduler, scaler)
+        best = meta.get('best_score')
+        log.info('resumed from %s at step %d (best %s)', out / RESUME_JSON, start_step, best)
+
+    dataset = build_dataset(exp, dist_info)
+    train_log = val_log = tb = None
+    if dist_info.main:
+        keep = start_step if resume else None
+        train_log = CsvLog(out / 'train_log.csv', TRAIN_LOG_FIELDS, keep)
+        val_log = CsvLog(out / 'val_log.csv', VAL_LOG_FIELDS, keep)
+        tb = open_tensorboard(out) if t.log == 'tensorboard' else None
+    from tqdm import tqdm
+    bar = tqdm(total=total, initial=start_step, disable=not dist_info.main, desc='train',
+               unit='it', dynamic_ncols=True, mininterval=1.0)
+    losses: list[float] = []
+    last_val: dict | None = None
+    step = start_step
+    last_path, best_path = out / 'last.safetensors', out / 'best.safetensors'
+    interrupted = False
+    t_start = time.perf_counter()
+
+    def save_state() -> None:
+        if dist_info.main:
+            save_resume(out, raw, optimizer, scheduler, scaler, step, best, exp)
+
+    try:
+        while step < total:
+            epoch, it0 = divmod(step, t.iters_per_epoch)
+            sampler = EpochSampler(len(dataset), t.iters_per_epoch, t.batch_size, t.seed, epoch,
+                                   dist_info, start_iter=it0)
+            loader = torch.utils.data.DataLoader(
+                dataset, batch_size=t.batch_size, sampler=sampler, drop_last=True,
+                num_workers=exp.data.num_workers, pin_memory=device.type == 'cuda')
+            # Fresh augmentation draws each epoch, still a pure function of (seed, epoch, index).
+            if hasattr(dataset, 'seed'):
+                dataset.seed = int(np.random.SeedSequence([t.seed, epoch]).generate_state(1)[0])
+            raw.train()
+            for batch in loader:
+                seed_everything(t.seed, step, dist_info.rank)
+                # B x T x 3 x H x W uint8 -> normalised float; masks B x T x H x W.
+                clip = normalize(batch['clip'].to(device, non_blocking=True), exp.model)
+                masks = batch['masks'].to(device, non_blocking=True).long()
+                glob = None
+                if raw.use_global and 'global_frames' in batch and batch['global_frames'].numel():
+                    glob = normalize(batch['global_frames'].to(device, non_blocking=True),
+                                     exp.model)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    logits = net(clip, glob)                   # B x T x K x H x W
+                flat = logits.flatten(0, 1).float()            # BT x K x H x W
+                target = masks.flatten(0, 1)
+                ce = F.cross_entropy(flat, target, ignore_index=IGNORE_INDEX)
+                dl = soft_dice_loss(flat, target) if t.dice_weight > 0 else ce.new_zeros(())
+                loss = ce + t.dice_weight * dl
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f'loss is {loss.item()} at step {step}: lower '
+                                             'train.lr or disable amp')
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                else:
+                    loss.backward()
+                gnorm = torch.nn.utils.clip_grad_norm_(raw.parameters(), t.grad_clip) \
+                    if t.grad_clip > 0 else torch.zeros(())
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                lr = optimizer.param_groups[0]['lr']
+                scheduler.step()
+                step += 1
+                if dist_info.world > 1:
+                    # Log the mean loss over ranks (each rank saw its own shard of the batch).
+                    mean = loss.detach().clone()
+                    dist.all_reduce(mean)
+                    value = float(mean) / dist_info.world
+                else:
+                    value = float(loss.detach())
+                losses.append(value)
+                if dist_info.main:
+                    row = {'step': step, 'epoch': epoch, 'loss': f'{value:.6f}',
+                           'ce': f'{float(ce.detach()):.6f}',
+                           'dice_loss': f'{float(dl.detach()):.6f}',
+                           'lr': f'{lr:.6g}', 'grad_norm': f'{float(gnorm):.4f}',
+                           'seconds': f'{time.perf_counter() - t_start:.2f}'}
+                    train_log.write(row)
+                    if tb is not None:
+                        tb.add_scalar('train/loss', value, step)
+                        tb.add_scalar('train/lr', lr, step)
+                bar.update()
+                bar.set_postfix(loss=f'{value:.4f}', lr=f'{lr:.2e}', refresh=False)
+                if t.save_every and step % t.save_every == 0 and step % t.iters_per_epoch:
+                    save_state()
+                if stop_after is not None and step >= stop_after and step < total:
+                    interrupted = True
+                    break
+            if interrupted:
+                save_state()
+                break
+            # End of an epoch: last checkpoint, causal validation, best model, resume state.
+            if dist_info.main:
+                extra = {'epoch': epoch + 1, 'step': step, 'loss': losses[-1] if losses else None}
+                save_checkpoint(last_path, raw, exp.model, extra=extra)
+                if exp.data.val_split:
+                    last_val = _validate(exp, last_path, device)
+                    score = _score(last_val)
+                    improved = best is None or score > best
+                    if improved:
+                        best = score
+                        shutil.copyfile(last_path, best_path)
+                        shutil.copyfile(last_path.with_suffix('.yaml'),
+                                        best_path.with_suffix('.yaml'))
+                    ts = last_val['temporal_stability']
+                    val_log.write({'epoch': epoch + 1, 'step': step,
+                                   **{k: _num(last_val.get(k)) for k in
+                                      ('mean_dice', 'mean_iou', 'binary_dice', 'challenge_iou',
+                                       'fps')},
+                                   'pred_flicker': _num(ts['pred_flicker']), 'best': int(improved)})
+                    if tb is not None:
+                        for k in ('mean_dice', 'mean_iou', 'binary_dice'):
+                            if last_val.get(k) is not None:
+                                tb.add_scalar(f'val/{k}', last_val[k], step)
+                    bar.write(f'epoch {epoch + 1}: val mean Dice {_num(last_val["mean_dice"])} '
+                              f'mean IoU {_num(last_val["mean_iou"])}'
+                              + (' (best)' if improved else ''))
+                else:
+                    shutil.copyfile(last_path, best_path)
+                save_state()
+            if dist_info.world > 1:
+                dist.barrier()
+    except KeyboardInterrupt:
+        # Keep what was done: the next `--resume` continues from here.
+        interrupted = True
+        save_state()
+        log.warning('interrupted at step %d; resume state saved in %s', step, out)
+    finally:
+        bar.close()
+        if tb is not None:
+            tb.close()
+        if dist_info.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    return {
+        'out_dir': str(out), 'last': str(last_path), 'best': str(best_path), 'step': step,
+        'epoch': step // t.iters_per_epoch, 'best_score': best, 'losses': losses,
+        'final_loss': losses[-1] if losses else None,
+        'val': None if last_val is None else {k: last_val.get(k) for k in
+                                              ('mean_dice', 'mean_iou', 'binary_dice', 'fps')},
+        'resumed_from': start_step if resume else None, 'interrupted': interrupted,
+        'rank': dist_info.rank,
+    }
+
+
+def _num(v: Any) -> str:
+    return '' if v is None else f'{float(v):.6f}'

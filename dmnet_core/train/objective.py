@@ -1,0 +1,50 @@
+"""Loss, learning-rate schedule, optimizer parameter groups and the training-value checks."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IGNORE_INDEX = 255
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - mean soft Dice over the foreground classes present in the batch.
+
+    Args:
+        logits: N x K x H x W.
+        target: N x H x W class ids (IGNORE_INDEX pixels left out).
+    """
+    k = logits.shape[1]
+    valid = (target != IGNORE_INDEX).unsqueeze(1)                    # N x 1 x H x W
+    probs = logits.float().softmax(1) * valid
+    onehot = F.one_hot(target.clamp(0, k - 1), k).permute(0, 3, 1, 2) * valid
+    inter = (probs * onehot).sum((0, 2, 3))
+    denom = probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+    dice = (2 * inter + 1.0) / (denom + 1.0)                         # K, smoothed
+    present = onehot.sum((0, 2, 3))[1:] > 0
+    fg = dice[1:][present]
+    return 1.0 - fg.mean() if fg.numel() else logits.sum() * 0.0
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: float) -> float:
+    """Multiplier of the base lr at `step`: linear warm-up, then cosine or poly decay."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    span = max(1, total - warmup)
+    t = min(1.0, (step - warmup) / span)
+    if schedule == 'cosine':
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+    return min_ratio + (1 - min_ratio) * (1 - t) ** 0.9
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and normalisation weights (1-D parameters)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{'params': decay, 'weight_decay': weight_decay},
+            {'params': no_decay, 'weight_decay': 0.0}]
