@@ -172,6 +172,13 @@ class TrainConfig:
     # Fine-tuning: start from these weights (safetensors). Memory modules the run builds
     # without (--no-local/--no-global) are dropped from them; anything else must fit.
     init_checkpoint: str = ''
+    # With init_checkpoint: memory modules the checkpoint lacks are built fresh instead of
+    # failing (start stage 2 of the staged schedule from a single-frame network).
+    init_new_memories: bool = False
+    # The authors' staged schedule (dmnet_core.train.stages): fractions of the iterations for
+    # [single_frame, memory, all]; [] = one stage training everything.
+    stages: list[float] = field(default_factory=list)
+    stage_lr: list[float] = field(default_factory=list)   # lr multiplier per stage ([]: 1.0)
 
 
 @dataclass

@@ -15,8 +15,18 @@ def apply_overrides(exp: ExperimentConfig, args: argparse.Namespace) -> Experime
         # Fine-tuning keeps the checkpoint's architecture and classes; flags below still apply.
         from dmnet_core.checkpoint import load_checkpoint
 
+        wanted = exp.model
         exp.model, _, _ = load_checkpoint(args.init)
         exp.train.init_checkpoint = str(args.init)
+        if getattr(args, 'new_memories', False):
+            # Stage 2 from a single-frame network: the YAML's memories, built fresh where the
+            # checkpoint has none (memories it has keep its sizes and weights).
+            exp.train.init_new_memories = True
+            for name in ('local_memory', 'global_memory'):
+                if not getattr(exp.model, name).enabled:
+                    setattr(exp.model, name, copy.deepcopy(getattr(wanted, name)))
+    elif getattr(args, 'new_memories', False):
+        raise ValueError('--new-memories needs --init CHECKPOINT')
     simple = {'data': ('data', 'root'), 'out': ('train', 'out_dir'),
               'device': ('train', 'device'), 'epochs': ('train', 'epochs'),
               'iters': ('train', 'iters_per_epoch'), 'batch_size': ('train', 'batch_size'),
@@ -36,6 +46,10 @@ def apply_overrides(exp: ExperimentConfig, args: argparse.Namespace) -> Experime
         exp.model.global_memory.enabled = False
     if args.no_amp:
         exp.train.amp = False
+    if getattr(args, 'stages', None) is not None:
+        exp.train.stages = list(args.stages)
+    if getattr(args, 'stage_lr', None) is not None:
+        exp.train.stage_lr = list(args.stage_lr)
     return exp
 
 
@@ -69,6 +83,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument('--init', default=None, metavar='CHECKPOINT',
                    help='fine-tune: start from these weights, with their model config '
                         '(memories switched off by --no-local/--no-global are dropped)')
+    p.add_argument('--new-memories', action='store_true',
+                   help="with --init: build the config's memories fresh where the checkpoint "
+                        'has none (stage 2 of the staged schedule from a single-frame network)')
+    p.add_argument('--stages', type=float, nargs=3, default=None,
+                   metavar=('SINGLE_FRAME', 'MEMORY', 'ALL'),
+                   help="the authors' staged schedule: fractions of the iterations for the "
+                        'single-frame network, the memory modules alone, then everything')
+    p.add_argument('--stage-lr', type=float, nargs=3, default=None, metavar=('S1', 'S2', 'S3'),
+                   help='learning-rate multiplier of each stage')
     p.set_defaults(func=run)
 
 

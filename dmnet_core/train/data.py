@@ -46,5 +46,7 @@ def build_dataset(exp: ExperimentConfig, dist_info: Dist) -> Any:
     from dmnet_core.data.clips import ClipDataset
     d = exp.data
     return ClipDataset(d.root, d.train_split, exp.model.task, clip_len=d.clip_len,
-                       n_global=d.n_global if exp.model.global_memory.enabled else 0,
+                       # Drawn even for a model without global memory (which ignores them):
+                       # the same clips and augmentations for every ablation variant.
+                       n_global=d.n_global,
                        crop=tuple(d.crop), augment=d.augment, seed=exp.train.seed)

@@ -8,7 +8,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-TRAIN_LOG_FIELDS = ['step', 'epoch', 'loss', 'ce', 'dice_loss', 'lr', 'grad_norm', 'seconds']
+# grad_norm: all parameters before clipping; grad_norm_<module>: one memory module's share
+# (empty when the module is not built or got no gradient, e.g. in stage single_frame).
+TRAIN_LOG_FIELDS = ['step', 'epoch', 'loss', 'ce', 'dice_loss', 'lr', 'grad_norm', 'seconds',
+                    'stage', 'grad_norm_local_memory', 'grad_norm_global_memory']
 VAL_LOG_FIELDS = ['epoch', 'step', 'mean_dice', 'mean_iou', 'binary_dice', 'challenge_iou',
                   'pred_flicker', 'fps', 'best']
 

@@ -21,7 +21,11 @@ Multi-GPU: launch with `torchrun --nproc_per_node N -m dmnet_core.cli train ...`
 draws its own shard of the batch indices, gradients are averaged by DistributedDataParallel,
 and only rank 0 logs, validates and saves. `batch_size` is per process.
 
-Logs: `OUT/train_log.csv` (per iteration), `OUT/val_log.csv` (per epoch), `OUT/config.yaml`
+Staged schedule (`train.stages`, see `stages`): single-frame network, memories alone, then
+everything; only epochs of the last stage can become `best`.
+
+Logs: `OUT/train_log.csv` (per iteration, with the stage and the memory modules' gradient
+norms), `OUT/val_log.csv` (per epoch), `OUT/config.yaml`
 (the effective config), TensorBoard events in `OUT/tb` when `log: tensorboard`.
 """
 from __future__ import annotations
@@ -30,6 +34,7 @@ import copy
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +49,7 @@ from dmnet_core.train.checks import check_classes, check_split, validate_config
 from dmnet_core.train.data import EpochSampler, build_dataset
 from dmnet_core.train.distributed import seed_everything, setup_distributed
 from dmnet_core.train.logs import TRAIN_LOG_FIELDS, VAL_LOG_FIELDS, CsvLog, open_tensorboard
-from dmnet_core.train.objective import IGNORE_INDEX, lr_factor, param_groups, soft_dice_loss
+from dmnet_core.train.objective import IGNORE_INDEX, param_groups, soft_dice_loss
 from dmnet_core.train.resume import (
     RESUME_JSON,
     check_resume_config,
@@ -52,6 +57,14 @@ from dmnet_core.train.resume import (
     load_resume,
     restore,
     save_resume,
+)
+from dmnet_core.train.stages import (
+    StagePlan,
+    apply_stage,
+    drop_frozen_grads,
+    module_grad_norms,
+    plan_stages,
+    stage_lr_factor,
 )
 
 log = logging.getLogger(__name__)
@@ -69,11 +82,17 @@ class ClipForward(nn.Module):
         return forward_clip(self.model, clip, global_frames)
 
 
-def _validate(exp: ExperimentConfig, ckpt: Path, device: torch.device) -> dict:
-    """Score `ckpt` on the val split through the Segmenter, as `dmnet evaluate` does."""
+def _validate(exp: ExperimentConfig, ckpt: Path, device: torch.device,
+              memory_off: bool = False) -> dict:
+    """Score `ckpt` on the val split through the Segmenter, as `dmnet evaluate` does.
+
+    `memory_off`: score the single-frame network (stage `single_frame` of a memory model).
+    """
     from dmnet_core.evaluate import evaluate
     from dmnet_core.segmenter import load_segmenter
-    seg = load_segmenter(ckpt, str(device), precision='fp32' if device.type == 'cpu' else 'auto')
+    memory = {'local_enabled': False, 'global_enabled': False} if memory_off else None
+    seg = load_segmenter(ckpt, str(device), precision='fp32' if device.type == 'cpu' else 'auto',
+                         memory=memory)
     return evaluate(exp.data.root, None, segmenter=seg, split=exp.data.val_split,
                     max_frames=exp.train.val_max_frames or None)
 
@@ -84,6 +103,84 @@ def _score(report: dict) -> float:
         if report.get(key) is not None:
             return float(report[key])
     return 0.0
+
+
+@dataclass
+class _Amp:
+    """Autocast settings: on CUDA only; fp16 comes with a gradient scaler."""
+
+    enabled: bool
+    dtype: torch.dtype
+    scaler: Any
+
+
+def _amp(exp: ExperimentConfig, device: torch.device) -> _Amp:
+    t = exp.train
+    enabled = t.amp and device.type == 'cuda'
+    dtype = torch.bfloat16 if t.amp_dtype == 'bf16' else torch.float16
+    if enabled and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        log.warning('bf16 not supported on %s: using fp16 autocast', device)
+        dtype = torch.float16
+    scaler = torch.amp.GradScaler('cuda') if enabled and dtype == torch.float16 else None
+    return _Amp(enabled, dtype, scaler)
+
+
+def _check_inputs(exp: ExperimentConfig) -> StagePlan:
+    """Config, dataset and stage checks before anything is written; returns the stage plan."""
+    validate_config(exp)
+    t = exp.train
+    plan = plan_stages(t.stages, t.stage_lr, t.epochs * t.iters_per_epoch)
+    root = Path(exp.data.root)
+    if not root.is_dir():
+        raise FileNotFoundError(f'dataset folder not found: {root}')
+    check_classes(root, exp)
+    check_split(root, exp.data.train_split, exp.model.task)
+    if exp.data.val_split:
+        check_split(root, exp.data.val_split, exp.model.task)
+    return plan
+
+
+def _train_step(batch: dict, exp: ExperimentConfig, raw: nn.Module, net: nn.Module,
+                optimizer: torch.optim.Optimizer, amp: _Amp, device: torch.device,
+                stage: str, step: int) -> dict:
+    """One optimisation step on a batch; returns the loss terms and gradient norms (tensors)."""
+    from dmnet_core.model import normalize
+
+    t = exp.train
+    # B x T x 3 x H x W uint8 -> normalised float; masks B x T x H x W.
+    clip = normalize(batch['clip'].to(device, non_blocking=True), exp.model)
+    masks = batch['masks'].to(device, non_blocking=True).long()
+    glob = None
+    if raw.use_global and 'global_frames' in batch and batch['global_frames'].numel():
+        glob = normalize(batch['global_frames'].to(device, non_blocking=True), exp.model)
+    with torch.autocast(device.type, dtype=amp.dtype, enabled=amp.enabled):
+        logits = net(clip, glob)                               # B x T x K x H x W
+    flat = logits.flatten(0, 1).float()                        # BT x K x H x W
+    target = masks.flatten(0, 1)
+    ce = F.cross_entropy(flat, target, ignore_index=IGNORE_INDEX)
+    dl = soft_dice_loss(flat, target) if t.dice_weight > 0 else ce.new_zeros(())
+    loss = ce + t.dice_weight * dl
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f'loss is {loss.item()} at step {step}: lower train.lr or '
+                                 'disable amp')
+    optimizer.zero_grad(set_to_none=True)
+    if amp.scaler is not None:
+        amp.scaler.scale(loss).backward()
+        amp.scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    drop_frozen_grads(raw, stage)
+    memory_norms = module_grad_norms(raw)                       # before clipping
+    params = [p for p in raw.parameters() if p.grad is not None]
+    gnorm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip) \
+        if t.grad_clip > 0 and params else torch.zeros(())
+    if amp.scaler is not None:
+        amp.scaler.step(optimizer)
+        amp.scaler.update()
+    else:
+        optimizer.step()
+    return {'loss': loss.detach(), 'ce': ce.detach(), 'dice_loss': dl.detach(),
+            'grad_norm': gnorm, **{f'grad_norm_{k}': v for k, v in memory_norms.items()}}
 
 
 def train(exp: ExperimentConfig, resume: bool = False, *,
@@ -99,17 +196,10 @@ def train(exp: ExperimentConfig, resume: bool = False, *,
     Returns:
         `out_dir`, `last`, `best` (paths), `step`, `epoch`, `best_score`, `losses` (this
         call's per-iteration losses), `final_loss`, `val` (last validation headline),
-        `resumed_from`, `interrupted`.
+        `resumed_from`, `interrupted`, `stages` (name, first step, end step of each).
     """
     exp = copy.deepcopy(exp)
-    validate_config(exp)
-    root = Path(exp.data.root)
-    if not root.is_dir():
-        raise FileNotFoundError(f'dataset folder not found: {root}')
-    check_classes(root, exp)
-    check_split(root, exp.data.train_split, exp.model.task)
-    if exp.data.val_split:
-        check_split(root, exp.data.val_split, exp.model.task)
+    plan = _check_inputs(exp)
     t = exp.train
     dist_info, device = setup_distributed(t.device)
     out = Path(t.out_dir)
@@ -125,31 +215,30 @@ def train(exp: ExperimentConfig, resume: bool = False, *,
         save_yaml(exp, out / 'config.yaml')
 
     from dmnet_core.checkpoint import save_checkpoint
-    from dmnet_core.model import build_model, normalize
+    from dmnet_core.model import build_model
 
     torch.manual_seed(t.seed)
     raw = build_model(exp.model).to(device)
     net: nn.Module = ClipForward(raw)
+    staged = len(plan.names) > 1
     if dist_info.world > 1:
         net = nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == 'cuda' else None,
-            # A built global memory without global frames leaves its key/value heads unused.
-            find_unused_parameters=exp.model.global_memory.enabled and exp.data.n_global == 0)
+            # A built global memory without global frames leaves its key/value heads unused;
+            # so does a stage that switches the memories off.
+            find_unused_parameters=staged or (exp.model.global_memory.enabled
+                                              and exp.data.n_global == 0))
     optimizer = torch.optim.AdamW(param_groups(raw, t.weight_decay), lr=t.lr)
-    total = t.epochs * t.iters_per_epoch
+    total = plan.total
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total, t.warmup_iters, t.schedule, t.min_lr_ratio))
-    use_amp = t.amp and device.type == 'cuda'
-    amp_dtype = torch.bfloat16 if t.amp_dtype == 'bf16' else torch.float16
-    if use_amp and amp_dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
-        log.warning('bf16 not supported on %s: using fp16 autocast', device)
-        amp_dtype = torch.float16
-    scaler = (torch.amp.GradScaler('cuda') if use_amp and amp_dtype == torch.float16 else None)
+        optimizer, lambda s: stage_lr_factor(s, plan, t.warmup_iters, t.schedule,
+                                             t.min_lr_ratio))
+    amp = _amp(exp, device)
     best = None
     if t.init_checkpoint and meta is None:
-        init_weights(raw, exp.model, t.init_checkpoint)
+        init_weights(raw, exp.model, t.init_checkpoint, new_memories=t.init_new_memories)
     if meta is not None:
-        restore(meta, tensors, raw, optimizer, scheduler, scaler)
+        restore(meta, tensors, raw, optimizer, scheduler, amp.scaler)
         best = meta.get('best_score')
         log.info('resumed from %s at step %d (best %s)', out / RESUME_JSON, start_step, best)
 
@@ -169,10 +258,11 @@ def train(exp: ExperimentConfig, resume: bool = False, *,
     last_path, best_path = out / 'last.safetensors', out / 'best.safetensors'
     interrupted = False
     t_start = time.perf_counter()
+    freeze = dist_info.world == 1      # DDP needs a fixed set of gradient-carrying parameters
 
     def save_state() -> None:
         if dist_info.main:
-            save_resume(out, raw, optimizer, scheduler, scaler, step, best, exp)
+            save_resume(out, raw, optimizer, scheduler, amp.scaler, step, best, exp)
 
     try:
         while step < total:
@@ -185,101 +275,72 @@ def train(exp: ExperimentConfig, resume: bool = False, *,
             # Fresh augmentation draws each epoch, still a pure function of (seed, epoch, index).
             if hasattr(dataset, 'seed'):
                 dataset.seed = int(np.random.SeedSequence([t.seed, epoch]).generate_state(1)[0])
-            raw.train()
+            stage = None
             for batch in loader:
+                if plan.name_at(step) != stage:
+                    stage = plan.name_at(step)
+                    apply_stage(raw, stage, freeze=freeze)
                 seed_everything(t.seed, step, dist_info.rank)
-                # B x T x 3 x H x W uint8 -> normalised float; masks B x T x H x W.
-                clip = normalize(batch['clip'].to(device, non_blocking=True), exp.model)
-                masks = batch['masks'].to(device, non_blocking=True).long()
-                glob = None
-                if raw.use_global and 'global_frames' in batch and batch['global_frames'].numel():
-                    glob = normalize(batch['global_frames'].to(device, non_blocking=True),
-                                     exp.model)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    logits = net(clip, glob)                   # B x T x K x H x W
-                flat = logits.flatten(0, 1).float()            # BT x K x H x W
-                target = masks.flatten(0, 1)
-                ce = F.cross_entropy(flat, target, ignore_index=IGNORE_INDEX)
-                dl = soft_dice_loss(flat, target) if t.dice_weight > 0 else ce.new_zeros(())
-                loss = ce + t.dice_weight * dl
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f'loss is {loss.item()} at step {step}: lower '
-                                             'train.lr or disable amp')
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                else:
-                    loss.backward()
-                gnorm = torch.nn.utils.clip_grad_norm_(raw.parameters(), t.grad_clip) \
-                    if t.grad_clip > 0 else torch.zeros(())
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
+                terms = _train_step(batch, exp, raw, net, optimizer, amp, device, stage, step)
                 lr = optimizer.param_groups[0]['lr']
                 scheduler.step()
                 step += 1
+                loss = terms['loss']
                 if dist_info.world > 1:
                     # Log the mean loss over ranks (each rank saw its own shard of the batch).
-                    mean = loss.detach().clone()
-                    dist.all_reduce(mean)
-                    value = float(mean) / dist_info.world
-                else:
-                    value = float(loss.detach())
+                    loss = loss.clone()
+                    dist.all_reduce(loss)
+                    loss = loss / dist_info.world
+                value = float(loss)
                 losses.append(value)
                 if dist_info.main:
-                    row = {'step': step, 'epoch': epoch, 'loss': f'{value:.6f}',
-                           'ce': f'{float(ce.detach()):.6f}',
-                           'dice_loss': f'{float(dl.detach()):.6f}',
-                           'lr': f'{lr:.6g}', 'grad_norm': f'{float(gnorm):.4f}',
-                           'seconds': f'{time.perf_counter() - t_start:.2f}'}
+                    row = {'step': step, 'epoch': epoch, 'stage': stage, 'loss': f'{value:.6f}',
+                           'lr': f'{lr:.6g}', 'seconds': f'{time.perf_counter() - t_start:.2f}'}
+                    for k in ('ce', 'dice_loss'):
+                        row[k] = f'{float(terms[k]):.6f}'
+                    for k in ('grad_norm', 'grad_norm_local_memory', 'grad_norm_global_memory'):
+                        row[k] = '' if terms[k] is None else f'{float(terms[k]):.4f}'
                     train_log.write(row)
                     if tb is not None:
                         tb.add_scalar('train/loss', value, step)
                         tb.add_scalar('train/lr', lr, step)
+                        for k in ('grad_norm_local_memory', 'grad_norm_global_memory'):
+                            if terms[k] is not None:
+                                tb.add_scalar(f'train/{k}', terms[k], step)
                 bar.update()
-                bar.set_postfix(loss=f'{value:.4f}', lr=f'{lr:.2e}', refresh=False)
+                bar.set_postfix(loss=f'{value:.4f}', lr=f'{lr:.2e}', stage=stage, refresh=False)
                 if t.save_every and step % t.save_every == 0 and step % t.iters_per_epoch:
                     save_state()
-                if stop_after is not None and step >= stop_after and step < total:
-                    interrupted = True
+                if _stop(stop_after, step, total) and step % t.iters_per_epoch:
+                    interrupted = True           # mid-epoch; at an epoch's end, after it
                     break
             if interrupted:
                 save_state()
                 break
             # End of an epoch: last checkpoint, causal validation, best model, resume state.
             if dist_info.main:
-                extra = {'epoch': epoch + 1, 'step': step, 'loss': losses[-1] if losses else None}
+                extra = {'epoch': epoch + 1, 'step': step, 'loss': losses[-1] if losses else None,
+                         'stage': stage}
                 save_checkpoint(last_path, raw, exp.model, extra=extra)
+                # Only the last stage trains the final model: earlier ones never become best.
+                final_stage = plan.index_at(step - 1) == plan.last
                 if exp.data.val_split:
-                    last_val = _validate(exp, last_path, device)
+                    last_val = _validate(exp, last_path, device,
+                                         memory_off=stage == 'single_frame')
                     score = _score(last_val)
-                    improved = best is None or score > best
+                    improved = final_stage and (best is None or score > best)
                     if improved:
                         best = score
-                        shutil.copyfile(last_path, best_path)
-                        shutil.copyfile(last_path.with_suffix('.yaml'),
-                                        best_path.with_suffix('.yaml'))
-                    ts = last_val['temporal_stability']
-                    val_log.write({'epoch': epoch + 1, 'step': step,
-                                   **{k: _num(last_val.get(k)) for k in
-                                      ('mean_dice', 'mean_iou', 'binary_dice', 'challenge_iou',
-                                       'fps')},
-                                   'pred_flicker': _num(ts['pred_flicker']), 'best': int(improved)})
-                    if tb is not None:
-                        for k in ('mean_dice', 'mean_iou', 'binary_dice'):
-                            if last_val.get(k) is not None:
-                                tb.add_scalar(f'val/{k}', last_val[k], step)
-                    bar.write(f'epoch {epoch + 1}: val mean Dice {_num(last_val["mean_dice"])} '
-                              f'mean IoU {_num(last_val["mean_iou"])}'
-                              + (' (best)' if improved else ''))
-                else:
-                    shutil.copyfile(last_path, best_path)
+                        _copy_checkpoint(last_path, best_path)
+                    _log_val(val_log, tb, bar, last_val, epoch, step, improved)
+                elif final_stage:
+                    _copy_checkpoint(last_path, best_path)
                 save_state()
             if dist_info.world > 1:
                 dist.barrier()
+            if _stop(stop_after, step, total):
+                interrupted = True
+                break
     except KeyboardInterrupt:
         # Keep what was done: the next `--resume` continues from here.
         interrupted = True
@@ -299,7 +360,34 @@ def train(exp: ExperimentConfig, resume: bool = False, *,
                                               ('mean_dice', 'mean_iou', 'binary_dice', 'fps')},
         'resumed_from': start_step if resume else None, 'interrupted': interrupted,
         'rank': dist_info.rank,
+        'stages': [(n, *plan.span(i)) for i, n in enumerate(plan.names)],
     }
+
+
+def _stop(stop_after: int | None, step: int, total: int) -> bool:
+    return stop_after is not None and stop_after <= step < total
+
+
+def _copy_checkpoint(src: Path, dst: Path) -> None:
+    """Copy a checkpoint and the YAML config beside it."""
+    shutil.copyfile(src, dst)
+    shutil.copyfile(src.with_suffix('.yaml'), dst.with_suffix('.yaml'))
+
+
+def _log_val(val_log: CsvLog, tb: Any, bar: Any, report: dict, epoch: int, step: int,
+             improved: bool) -> None:
+    """One row of val_log.csv, TensorBoard scalars and a progress-bar line."""
+    ts = report['temporal_stability']
+    val_log.write({'epoch': epoch + 1, 'step': step,
+                   **{k: _num(report.get(k)) for k in
+                      ('mean_dice', 'mean_iou', 'binary_dice', 'challenge_iou', 'fps')},
+                   'pred_flicker': _num(ts['pred_flicker']), 'best': int(improved)})
+    if tb is not None:
+        for k in ('mean_dice', 'mean_iou', 'binary_dice'):
+            if report.get(k) is not None:
+                tb.add_scalar(f'val/{k}', report[k], step)
+    bar.write(f'epoch {epoch + 1}: val mean Dice {_num(report["mean_dice"])} '
+              f'mean IoU {_num(report["mean_iou"])}' + (' (best)' if improved else ''))
 
 
 def _num(v: Any) -> str:

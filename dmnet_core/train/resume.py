@@ -145,11 +145,19 @@ def _diff_dicts(a: Any, b: Any, where: str) -> list[str]:
     return [] if a == b else [f'{where}: saved {a!r}, now {b!r}']
 
 
-def init_weights(model: nn.Module, cfg: ModelConfig, path: str | Path) -> None:
+def init_weights(model: nn.Module, cfg: ModelConfig, path: str | Path,
+                 new_memories: bool = False) -> None:
     """Load fine-tuning start weights; memories this model was built without are dropped.
 
     Everything the model has must come from the checkpoint with the same shape, so a
     checkpoint of another architecture or class count fails loudly, naming the keys.
+
+    Args:
+        model: the freshly built network.
+        cfg: its config.
+        path: the checkpoint.
+        new_memories: memory modules the checkpoint lacks keep their fresh initialisation
+            (stage 2 of the staged schedule, started from a single-frame network).
     """
     from dmnet_core.checkpoint import check_state_dict, load_checkpoint
 
@@ -158,7 +166,13 @@ def init_weights(model: nn.Module, cfg: ModelConfig, path: str | Path) -> None:
     dropped = sorted(k for k in state if k not in own
                      and k.split('.')[0] in ('local_memory', 'global_memory'))
     state = {k: v for k, v in state.items() if k not in dropped}
+    fresh = []
+    if new_memories:
+        fresh = sorted(k for k in own if k not in state
+                       and k.split('.')[0] in ('local_memory', 'global_memory'))
+        state.update({k: own[k] for k in fresh})
     check_state_dict(model, state, cfg, source=str(path))
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
-    log.info('initialised from %s%s', path,
-             f' (dropped {len(dropped)} memory tensors)' if dropped else '')
+    log.info('initialised from %s%s%s', path,
+             f' (dropped {len(dropped)} memory tensors)' if dropped else '',
+             f' ({len(fresh)} memory tensors freshly initialised)' if fresh else '')
