@@ -10,6 +10,10 @@ so the local ConvLSTM and the global bank only ever hold past frames. Scores com
     per_frame.csv   one row per frame
     per_frame.png, per_class.png   plots
 
+Sequences that carry `conditions.json` (the generator's per-frame tags: smoke burst, tip
+occluded, ...) also get `per_condition` in the report: the scores of the frames with each tag,
+and of the clean frames (no tag). A frame with two tags counts in both.
+
 The trainer calls `score_split` with its in-training Segmenter for validation: same code path.
 """
 from __future__ import annotations
@@ -19,6 +23,7 @@ import csv
 import json
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +62,71 @@ def check_classes(data: str | Path, task: str, class_names: list[str]) -> None:
                     ds_names, list(class_names))
 
 
+CONDITIONS_FILE = 'conditions.json'
+CLEAN = 'clean'
+
+
+def read_conditions(seq_path: str | Path) -> dict[str, list[str]] | None:
+    """Frame stem -> condition tags from `seq_path/conditions.json`; None without the file.
+
+    The file is {"names": [...], "frames": {"<stem>": [tags...]}}; [] marks a clean frame.
+
+    Raises:
+        ValueError: a malformed file, naming it.
+    """
+    path = Path(seq_path) / CONDITIONS_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f'{path}: not valid JSON: {exc}') from exc
+    if not isinstance(data, dict) or not isinstance(data.get('names'), list) \
+            or not isinstance(data.get('frames'), dict):
+        raise ValueError(f'{path}: expected {{"names": [...], "frames": {{stem: [tags]}}}}')
+    names = {str(n) for n in data['names']}
+    out: dict[str, list[str]] = {}
+    for stem, tags in data['frames'].items():
+        if not isinstance(tags, list) or not {str(t) for t in tags} <= names:
+            raise ValueError(f'{path}: frame {stem}: tags {tags!r} not a list of {sorted(names)}')
+        out[str(stem)] = [str(t) for t in tags]
+    return out
+
+
+class ConditionScores:
+    """One `SegmentationScorer` per condition tag (and `clean`), fed the tagged frames.
+
+    Args:
+        class_names: the model's classes.
+        min_gt_pixels: the seed paper's rule, as for the whole split.
+    """
+
+    def __init__(self, class_names: list[str], min_gt_pixels: int) -> None:
+        self.class_names, self.min_gt_pixels = list(class_names), min_gt_pixels
+        self.scorers: dict[str, SegmentationScorer] = {}
+
+    def update(self, pred: np.ndarray, gt: np.ndarray, sequence: str,
+               tags: Iterable[str]) -> None:
+        for tag in (list(tags) or [CLEAN]):
+            scorer = self.scorers.get(tag)
+            if scorer is None:
+                scorer = self.scorers[tag] = SegmentationScorer(self.class_names,
+                                                                self.min_gt_pixels)
+            scorer.update(pred, gt, sequence)
+
+    def summary(self) -> dict:
+        """{tag: frames, mean_iou, mean_dice (seed protocol), challenge_iou, binary_dice}.
+
+        Flicker is left out: a tag's frames are not consecutive.
+        """
+        out = {}
+        for tag in sorted(self.scorers, key=lambda t: (t != CLEAN, t)):
+            s = self.scorers[tag].summary()
+            out[tag] = {k: s[k] for k in ('frames', 'mean_iou', 'mean_dice', 'challenge_iou',
+                                          'binary_dice')}
+        return out
+
+
 def score_split(segmenter: Any, data: str | Path, split: str = 'test',
                 max_frames: int | None = None, min_gt_pixels: int = 10,
                 progress: bool = False) -> tuple[dict, list[dict], dict]:
@@ -85,8 +155,13 @@ def score_split(segmenter: Any, data: str | Path, split: str = 'test',
     if not sequences:
         raise ValueError(f'{Path(data) / layout.META_FILE}: split {split!r} has no sequences')
     scorer = SegmentationScorer(class_names, min_gt_pixels=min_gt_pixels)
+    by_condition = ConditionScores(class_names, min_gt_pixels)
     jobs = []
+    tagged = {}
     for seq in sequences:
+        conditions = read_conditions(seq.path)
+        if conditions is not None:
+            tagged[seq.name] = conditions
         frames = seq.frames()
         if not frames:
             raise FileNotFoundError(f'no frames in {seq.path / layout.IMAGE_DIR}')
@@ -115,7 +190,13 @@ def score_split(segmenter: Any, data: str | Path, split: str = 'test',
             if pred.shape != gt.shape:
                 raise ValueError(f'segmenter returned {pred.shape} for {frame} '
                                  f'({gt.shape[0]} x {gt.shape[1]})')
-            scorer.update(pred, gt, seq.name)
+            frame_scores = scorer.update(pred, gt, seq.name)
+            if seq.name in tagged:
+                # A frame the file does not list is left out of the per-condition scores.
+                tags = tagged[seq.name].get(Path(frame).stem)
+                if tags is not None:
+                    by_condition.update(pred, gt, seq.name, tags)
+                    frame_scores['conditions'] = '+'.join(tags) or CLEAN
             if bar is not None:
                 bar.update()
     if bar is not None:
@@ -131,7 +212,10 @@ def score_split(segmenter: Any, data: str | Path, split: str = 'test',
         'inference_ms_mean': float(np.nanmean(inf)) if np.isfinite(inf).any() else None,
         'timed_frames': int(timed.size),
     }
-    return scorer.summary(), scorer.scores, timing
+    summary = scorer.summary()
+    if tagged:
+        summary['per_condition'] = by_condition.summary()
+    return summary, scorer.scores, timing
 
 
 def write_report(report: dict, scores: list[dict], out: str | Path) -> Path:
@@ -140,9 +224,10 @@ def write_report(report: dict, scores: list[dict], out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / 'report.json').write_text(json.dumps(report, indent=2))
     title = f"DMNet evaluation: {report.get('data', '')} ({report.get('split', '')})"
-    (out / 'report.md').write_text(summary_markdown(report, title=title))
+    (out / 'report.md').write_text(summary_markdown(report, title=title)
+                                   + condition_markdown(report.get('per_condition')))
     fields = ['sequence', 'index', 'dice', 'iou', 'binary_dice', 'challenge_iou',
-              'flicker_pred', 'flicker_gt']
+              'flicker_pred', 'flicker_gt', 'conditions']
     with (out / 'per_frame.csv').open('w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction='ignore')
         writer.writeheader()
@@ -150,6 +235,19 @@ def write_report(report: dict, scores: list[dict], out: str | Path) -> Path:
     plot_per_frame(scores, out / 'per_frame.png', title=title)
     plot_per_class(report, out / 'per_class.png')
     return out / 'report.json'
+
+
+def condition_markdown(per_condition: dict | None) -> str:
+    """The per-condition table for report.md ('' without conditions)."""
+    if not per_condition:
+        return ''
+    lines = ['', '## Per condition (frames with each tag; clean = no tag)', '',
+             '| condition | frames | mIoU | mDice | challenge IoU | binary Dice |',
+             '|---|---|---|---|---|---|']
+    for tag, r in per_condition.items():
+        lines.append(f"| {tag} | {r['frames']} | {_f(r['mean_iou'])} | {_f(r['mean_dice'])} "
+                     f"| {_f(r['challenge_iou'])} | {_f(r['binary_dice'])} |")
+    return '\n'.join(lines) + '\n'
 
 
 def evaluate(data: str | Path, out: str | Path | None, checkpoint: str | Path | None = None,
