@@ -1,0 +1,185 @@
+"""Retrain the four models of the memory ablation identically (issue 15), with `dmnet train`.
+
+    python bench/ablation/train_ablation.py [--data DIR] [--stage1-iters N] [--iters N] ...
+
+1. Data: `--data` (default runs/ablation/data); generated with `dmnet synth` when missing.
+2. Stage 1 (the authors' single-frame training), shared by all four: the backbone alone,
+   `--no-local --no-global`, `--stage1-iters` iterations -> RUNS/stage1/last.safetensors.
+3. Each variant starts from those weights (`--init ... --new-memories`) and trains `--iters`
+   more iterations under `--stages 0 F 1-F`: the memory modules alone (a fraction F), then
+   everything. single_frame has no memory, so it trains everything throughout: the same number
+   of updates on the same batches with the same learning rates.
+4. Each variant's best checkpoint (generated val split) is stored in fp16 as
+   `bench/ablation/<variant>.safetensors` with its config beside it, and `recipe.json` records
+   the commands, iterations and wall times.
+
+Every run is resumable: run the script again with the same arguments and finished runs are
+skipped, an interrupted one continues with `--resume`. The defaults are the real recipe; a
+smoke run: `--stage1-iters 5 --iters 5 --iters-per-epoch 5 --synth-sequences 3 ...`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+VARIANTS = {                          # name -> `dmnet train` flags
+    'single_frame': ['--no-local', '--no-global'],
+    'local_only': ['--no-global'],
+    'global_only': ['--no-local'],
+    'dmnet': [],
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--config', type=Path, default=REPO / 'config' / 'ablation_type.yaml')
+    ap.add_argument('--data', type=Path, default=REPO / 'runs' / 'ablation' / 'data')
+    ap.add_argument('--runs', type=Path, default=REPO / 'runs' / 'ablation',
+                    help='training folders (stage1/, <variant>/)')
+    ap.add_argument('--models-out', type=Path, default=REPO / 'bench' / 'ablation',
+                    help='where <variant>.safetensors (fp16) and recipe.json go')
+    ap.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument('--stage1-iters', type=int, default=1000,
+                    help='single-frame iterations, shared (default 1000)')
+    ap.add_argument('--iters', type=int, default=1000,
+                    help='iterations of each variant after stage 1 (default 1000)')
+    ap.add_argument('--iters-per-epoch', type=int, default=100,
+                    help='validation and checkpoint period (divides both iteration counts)')
+    ap.add_argument('--memory-fraction', type=float, default=0.3,
+                    help='share of --iters that trains the memory modules alone (default 0.3)')
+    ap.add_argument('--stage-lr', type=float, nargs=3, default=None,
+                    help='lr multipliers of the three stages (default: the config, 1 1 1)')
+    for flag in ('--batch-size', '--workers', '--clip-len', '--val-frames', '--seed'):
+        ap.add_argument(flag, type=int, default=None, help='passed to dmnet train')
+    ap.add_argument('--lr', type=float, default=None, help='passed to dmnet train')
+    ap.add_argument('--device', default=None, help='passed to dmnet train')
+    ap.add_argument('--crop', type=int, nargs=2, default=None, help='passed to dmnet train')
+    ap.add_argument('--synth-sequences', type=int, default=20)
+    ap.add_argument('--synth-frames', type=int, default=100)
+    ap.add_argument('--synth-seed', type=int, default=0)
+    ap.add_argument('--synth-size', default='256x320')
+    ap.add_argument('--synth-args', default='',
+                    help="extra `dmnet synth` arguments, e.g. '--style mixed'")
+    args = ap.parse_args(argv)
+    for name in ('stage1_iters', 'iters'):
+        n = getattr(args, name)
+        if n < 1 or n % args.iters_per_epoch:
+            ap.error(f'--{name.replace("_", "-")} {n} must be a positive multiple of '
+                     f'--iters-per-epoch {args.iters_per_epoch}')
+    if not 0.0 <= args.memory_fraction < 1.0:
+        ap.error(f'--memory-fraction {args.memory_fraction} must be in [0, 1)')
+    return args
+
+
+def ensure_data(args: argparse.Namespace) -> list[str] | None:
+    """Generate the training set when missing; returns the `dmnet synth` command or None."""
+    from dmnet_core.cli import main as dmnet
+    if (args.data / 'dataset.yaml').is_file():
+        return None
+    cmd = ['synth', '--out', str(args.data), '--sequences', str(args.synth_sequences),
+           '--frames', str(args.synth_frames), '--seed', str(args.synth_seed),
+           '--size', args.synth_size, *args.synth_args.split()]
+    print('dmnet', ' '.join(cmd), flush=True)
+    if dmnet(cmd) != 0:
+        raise SystemExit(f'train_ablation: dmnet synth failed for {args.data}')
+    return cmd
+
+
+def common_flags(args: argparse.Namespace) -> list[str]:
+    flags = ['--config', str(args.config), '--data', str(args.data),
+             '--iters', str(args.iters_per_epoch)]
+    for name in ('batch_size', 'workers', 'clip_len', 'val_frames', 'seed', 'lr', 'device'):
+        value = getattr(args, name)
+        if value is not None:
+            flags += [f'--{name.replace("_", "-")}', str(value)]
+    if args.crop:
+        flags += ['--crop', *map(str, args.crop)]
+    return flags
+
+
+def run_training(name: str, cmd: list[str], out: Path, total: int, times: dict) -> None:
+    """`dmnet train` unless finished; resume an interrupted run; add this call's wall time."""
+    from dmnet_core.cli import main as dmnet
+    state = out / 'resume.json'
+    if state.is_file():
+        step = json.loads(state.read_text())['step']
+        if step >= total:
+            print(f'{name}: done ({step} iterations), skipped', flush=True)
+            return
+        cmd = [*cmd, '--resume']
+    print(f'{name}: dmnet', ' '.join(cmd), flush=True)
+    t0 = time.perf_counter()
+    rc = dmnet(cmd)
+    times[name] = round(times.get(name, 0.0) + time.perf_counter() - t0, 1)
+    if rc != 0:
+        raise SystemExit(f'train_ablation: dmnet train failed for {name} (rc {rc})')
+
+
+def export(variant: str, run: Path, out: Path, extra: dict) -> Path:
+    """The run's best checkpoint -> OUT/<variant>.safetensors in fp16 (config YAML beside)."""
+    from dmnet_core.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
+    src = run / 'best.safetensors'
+    model, cfg = build_from_checkpoint(src)
+    _, _, info = load_checkpoint(src)
+    dst = out / f'{variant}.safetensors'
+    save_checkpoint(dst, model, cfg, extra={**extra, 'variant': variant,
+                                            'best_epoch': info.get('epoch'),
+                                            'best_step': info.get('step')}, half=True)
+    return dst
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault('OMP_NUM_THREADS', '1')
+    args.runs.mkdir(parents=True, exist_ok=True)
+    args.models_out.mkdir(parents=True, exist_ok=True)
+    times_path = args.runs / 'wall_times.json'
+    times = json.loads(times_path.read_text()) if times_path.is_file() else {}
+    synth_cmd = ensure_data(args)
+    flags = common_flags(args)
+    ipe = args.iters_per_epoch
+    stage1 = args.runs / 'stage1'
+    commands = {}
+    cmd = ['train', *flags, '--out', str(stage1), '--epochs', str(args.stage1_iters // ipe),
+           *VARIANTS['single_frame']]
+    commands['stage1'] = cmd
+    try:
+        run_training('stage1', cmd, stage1, args.stage1_iters, times)
+        f = args.memory_fraction
+        stages = ['--stages', '0', f'{f:g}', f'{1 - f:g}']
+        if args.stage_lr:
+            stages += ['--stage-lr', *map(str, args.stage_lr)]
+        for variant in args.variants:
+            out = args.runs / variant
+            cmd = ['train', *flags, '--out', str(out), '--epochs', str(args.iters // ipe),
+                   '--init', str(stage1 / 'last.safetensors'), '--new-memories', *stages,
+                   *VARIANTS[variant]]
+            commands[variant] = cmd
+            run_training(variant, cmd, out, args.iters, times)
+    finally:
+        times_path.write_text(json.dumps(times, indent=1))
+    recipe = {'config': str(args.config.relative_to(REPO) if args.config.is_relative_to(REPO)
+                            else args.config),
+              'synth_command': synth_cmd, 'stage1_iters': args.stage1_iters,
+              'iters': args.iters, 'memory_fraction': args.memory_fraction,
+              'train_commands': {k: ['dmnet', *v] for k, v in commands.items()},
+              'wall_seconds': times, 'machine': platform.processor() or platform.machine()}
+    for variant in args.variants:
+        dst = export(variant, args.runs / variant, args.models_out,
+                     {'ablation_stage1_iters': args.stage1_iters, 'ablation_iters': args.iters})
+        print(f'{variant}: {dst}', flush=True)
+    (args.models_out / 'recipe.json').write_text(json.dumps(recipe, indent=1))
+    print(f'wall times (s): {times}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
