@@ -1,0 +1,130 @@
+"""bench/ablation end to end on a tiny set: train the four variants, score them, diagnose.
+
+Tiny everything: 3 generated sequences of 8 frames at 64 x 96, 5 iterations per run.
+"""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from dmnet_core.checkpoint import load_checkpoint
+from dmnet_core.data.synth import generate_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+CLIP = REPO.parent / 'shared' / 'data' / 'cholecseg8k_clip' / 'video_pixel'
+if not CLIP.is_dir():
+    CLIP = Path('/work/shared/data/cholecseg8k_clip/video_pixel')
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / 'bench' / 'ablation' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp('ablation')
+    argv = ['--data', str(root / 'data'), '--runs', str(root / 'runs'),
+            '--models-out', str(root / 'models'), '--stage1-iters', '5', '--iters', '5',
+            '--iters-per-epoch', '5', '--synth-sequences', '3', '--synth-frames', '8',
+            '--synth-size', '64x96', '--crop', '64', '96', '--batch-size', '2',
+            '--clip-len', '3', '--workers', '0', '--val-frames', '3', '--device', 'cpu']
+    assert _script('train_ablation').main(argv) == 0
+    return {'root': root, 'argv': argv}
+
+
+def test_train_four_variants_identically(trained, capsys) -> None:
+    models = trained['root'] / 'models'
+    flags = {'single_frame': (False, False), 'local_only': (True, False),
+             'global_only': (False, True), 'dmnet': (True, True)}
+    configs = {}
+    for name, (local, glob) in flags.items():
+        path = models / f'{name}.safetensors'
+        cfg, _, extra = load_checkpoint(path)
+        assert (cfg.local_memory.enabled, cfg.global_memory.enabled) == (local, glob), name
+        assert cfg.task == 'type' and extra['variant'] == name
+        assert path.with_suffix('.yaml').is_file()
+        with safe_open(str(path), framework='pt') as f:
+            assert f.get_tensor('decoder.head.weight').dtype.is_floating_point
+            assert str(f.get_tensor('decoder.head.weight').dtype) == 'torch.float16'
+        configs[name] = cfg
+    # Everything but the memory switches is the same model.
+    assert len({(c.input_size[0], c.input_size[1], c.decoder.channels, tuple(c.class_names))
+                for c in configs.values()}) == 1
+    recipe = json.loads((models / 'recipe.json').read_text())
+    assert set(recipe['train_commands']) == {'stage1', *flags}
+    for name in flags:
+        cmd = recipe['train_commands'][name]
+        assert '--new-memories' in cmd and cmd[cmd.index('--stages') + 1:][:3] == ['0', '0.3',
+                                                                                  '0.7']
+        assert recipe['wall_seconds'][name] > 0
+    # The same number of updates for all; the memory variants start with the memory stage.
+    from dmnet_core.train import read_log
+    runs = trained['root'] / 'runs'
+    stages = {n: [r['stage'] for r in read_log(runs / n / 'train_log.csv')] for n in flags}
+    assert all(len(s) == 5 for s in stages.values())
+    assert stages['dmnet'] == ['memory'] * 2 + ['all'] * 3 == stages['local_only']
+    # Run again: every run is finished, nothing is retrained.
+    capsys.readouterr()
+    assert _script('train_ablation').main(trained['argv']) == 0
+    assert capsys.readouterr().out.count('skipped') == 5
+
+
+def test_score_writes_the_tables(trained, tmp_path) -> None:
+    data = tmp_path / 'heldout'
+    generate_dataset(data, 3, 6, seed=7919, size=(64, 96), val=0, test=2)
+    for seq in ('seq_001', 'seq_002'):
+        stems = sorted(p.stem for p in (data / seq / 'images').glob('*.png'))
+        frames = {s: (['smoke_burst'] if i % 2 else []) for i, s in enumerate(stems)}
+        (data / seq / 'conditions.json').write_text(json.dumps(
+            {'names': ['smoke_burst', 'fast_move'], 'frames': frames}))
+    out = tmp_path / 'results'
+    argv = ['--models', str(trained['root'] / 'models'), '--data', str(data),
+            '--timing-frames', '2', '--capacity', '2', '4', '--n-read', '1', '2',
+            '--real-clip', str(CLIP), '--json', str(out / 'a.json'), '--md', str(out / 'a.md')]
+    assert _script('score_ablation').main(argv) == 0
+    res = json.loads((out / 'a.json').read_text())
+    assert list(res['models']) == ['single_frame', 'local_only', 'global_only', 'dmnet']
+    for r in res['models'].values():
+        assert 0.0 <= r['mean_iou'] <= 1.0 and r['frames'] == 12
+        assert r['per_condition_frames'] == {'clean': 6, 'smoke_burst': 6}
+    m = res['models']
+    assert m['single_frame']['params'] < m['global_only']['params'] < m['dmnet']['params']
+    assert m['dmnet']['params'] == (m['single_frame']['params'] + m['dmnet']['params_local_memory']
+                                    + m['dmnet']['params_global_memory'])
+    assert set(res['timing_ms']) == set(m) and all(v > 0 for v in res['timing_ms'].values())
+    assert list(res['policies']) == ['active', 'recent', 'uniform']
+    assert [(r['capacity'], r['n_read']) for r in res['sweep']] == [(2, 1), (2, 2), (4, 1),
+                                                                    (4, 2)]
+    md = (out / 'a.md').read_text()
+    assert '| model | local | global | mIoU |' in md and 'smoke_burst (6)' in md
+    if CLIP.is_dir():                                  # evaluation only, never trained on
+        assert set(res['real_clip']) == {'dmnet', 'dmnet_memory_off', 'single_frame'}
+        assert res['real_clip']['dmnet']['frames'] == 72
+    # A missing checkpoint is named.
+    (trained['root'] / 'models' / 'dmnet.safetensors').rename(tmp_path / 'moved.safetensors')
+    try:
+        assert _script('score_ablation').main(argv) == 2
+    finally:
+        (tmp_path / 'moved.safetensors').rename(trained['root'] / 'models' / 'dmnet.safetensors')
+
+
+def test_diagnose(trained, tmp_path, capsys) -> None:
+    root = trained['root']
+    out = tmp_path / 'diag.json'
+    argv = ['--checkpoint', str(root / 'models' / 'dmnet.safetensors'), '--data',
+            str(root / 'data'), '--train-log', str(root / 'runs' / 'dmnet' / 'train_log.csv'),
+            '--alphas', '-2', '0', '--betas', '-0.5', '1', '--json', str(out)]
+    assert _script('diagnose_memory').main(argv) == 0
+    res = json.loads(out.read_text())
+    assert res['frames'] == 8 and res['reads']['local_reads'] == 8
+    rates = {(x['alpha'], x['beta']): x['admit_rate'] for x in res['admit_sweep']}
+    assert rates[(-2.0, 1.0)] == 1.0 and rates[(0.0, 1.0)] == 0.0      # r is in [-ln 4, 0]
+    grads = res['gradients'][str(root / 'runs' / 'dmnet' / 'train_log.csv')]
+    assert list(grads) == ['memory', 'all'] and grads['memory']['grad_norm_local_memory'] > 0
+    assert 'admission rate' in capsys.readouterr().out
+    assert _script('diagnose_memory').main(['--checkpoint', str(tmp_path / 'none')]) == 2
