@@ -5,10 +5,10 @@ same video) goes through `forward_clip` (the Segmenter's stage methods with the 
 carried, back-propagated through time); every frame of the clip is supervised with
 cross-entropy (+ optional soft Dice). See `loop` for what is written where.
 
-Modules: `loop` (the training loop), `stages` (the authors' staged schedule), `resume`
-(resume state, fine-tuning weights), `logs` (CSV / TensorBoard), `objective` (loss, lr
-schedule), `data` (clip dataset, epoch sampler), `checks` (config and dataset checks),
-`distributed` (torchrun, devices, seeding), `cli` (the `dmnet train` flags).
+Modules: `loop` (the training loop), `validation` (per-epoch scoring, best model), `stages`
+(the authors' staged schedule), `resume` (resume state, fine-tuning weights), `logs` (CSV /
+TensorBoard), `objective` (loss, lr schedule), `data` (clip dataset, epoch sampler), `checks`
+(config and dataset checks), `distributed` (torchrun, devices, seeding), `cli` (`dmnet train`).
 """
 from dmnet_core.train.checks import check_classes, check_split, validate_config
 from dmnet_core.train.cli import apply_overrides, register, run

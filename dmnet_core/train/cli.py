@@ -58,7 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         'train', help='train DMNet (validation each epoch, best model kept, resumable)',
         description='Train DMNet from an ExperimentConfig YAML; flags override it. The '
-                    'single-frame baseline is the same command with --no-local --no-global. '
+                    'single-frame baseline is the same command with --no-local --no-global; '
+                    "the authors' staged schedule is --stages (with --init and --new-memories "
+                    'to start it from a single-frame checkpoint). '
                     'Multi-GPU: torchrun --nproc_per_node N -m dmnet_core.cli train ...')
     p.add_argument('--config', required=True, help='ExperimentConfig YAML')
     p.add_argument('--data', default=None, help='dataset folder (overrides data.root)')

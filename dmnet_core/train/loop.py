@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +65,12 @@ from dmnet_core.train.stages import (
     plan_stages,
     stage_lr_factor,
 )
+from dmnet_core.train.validation import (
+    copy_checkpoint,
+    log_validation,
+    selection_score,
+    validate_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,29 +85,6 @@ class ClipForward(nn.Module):
     def forward(self, clip: torch.Tensor, global_frames: torch.Tensor | None) -> torch.Tensor:
         from dmnet_core.train_wrapper import forward_clip
         return forward_clip(self.model, clip, global_frames)
-
-
-def _validate(exp: ExperimentConfig, ckpt: Path, device: torch.device,
-              memory_off: bool = False) -> dict:
-    """Score `ckpt` on the val split through the Segmenter, as `dmnet evaluate` does.
-
-    `memory_off`: score the single-frame network (stage `single_frame` of a memory model).
-    """
-    from dmnet_core.evaluate import evaluate
-    from dmnet_core.segmenter import load_segmenter
-    memory = {'local_enabled': False, 'global_enabled': False} if memory_off else None
-    seg = load_segmenter(ckpt, str(device), precision='fp32' if device.type == 'cpu' else 'auto',
-                         memory=memory)
-    return evaluate(exp.data.root, None, segmenter=seg, split=exp.data.val_split,
-                    max_frames=exp.train.val_max_frames or None)
-
-
-def _score(report: dict) -> float:
-    """Model selection score: seed-paper mean Dice, else binary Dice, else 0."""
-    for key in ('mean_dice', 'binary_dice'):
-        if report.get(key) is not None:
-            return float(report[key])
-    return 0.0
 
 
 @dataclass
@@ -325,16 +307,16 @@ def train(exp: ExperimentConfig, resume: bool = False, *,
                 # Only the last stage trains the final model: earlier ones never become best.
                 final_stage = plan.index_at(step - 1) == plan.last
                 if exp.data.val_split:
-                    last_val = _validate(exp, last_path, device,
+                    last_val = validate_checkpoint(exp, last_path, device,
                                          memory_off=stage == 'single_frame')
-                    score = _score(last_val)
+                    score = selection_score(last_val)
                     improved = final_stage and (best is None or score > best)
                     if improved:
                         best = score
-                        _copy_checkpoint(last_path, best_path)
-                    _log_val(val_log, tb, bar, last_val, epoch, step, improved)
+                        copy_checkpoint(last_path, best_path)
+                    log_validation(val_log, tb, bar, last_val, epoch, step, improved)
                 elif final_stage:
-                    _copy_checkpoint(last_path, best_path)
+                    copy_checkpoint(last_path, best_path)
                 save_state()
             if dist_info.world > 1:
                 dist.barrier()
@@ -366,29 +348,3 @@ def train(exp: ExperimentConfig, resume: bool = False, *,
 
 def _stop(stop_after: int | None, step: int, total: int) -> bool:
     return stop_after is not None and stop_after <= step < total
-
-
-def _copy_checkpoint(src: Path, dst: Path) -> None:
-    """Copy a checkpoint and the YAML config beside it."""
-    shutil.copyfile(src, dst)
-    shutil.copyfile(src.with_suffix('.yaml'), dst.with_suffix('.yaml'))
-
-
-def _log_val(val_log: CsvLog, tb: Any, bar: Any, report: dict, epoch: int, step: int,
-             improved: bool) -> None:
-    """One row of val_log.csv, TensorBoard scalars and a progress-bar line."""
-    ts = report['temporal_stability']
-    val_log.write({'epoch': epoch + 1, 'step': step,
-                   **{k: _num(report.get(k)) for k in
-                      ('mean_dice', 'mean_iou', 'binary_dice', 'challenge_iou', 'fps')},
-                   'pred_flicker': _num(ts['pred_flicker']), 'best': int(improved)})
-    if tb is not None:
-        for k in ('mean_dice', 'mean_iou', 'binary_dice'):
-            if report.get(k) is not None:
-                tb.add_scalar(f'val/{k}', report[k], step)
-    bar.write(f'epoch {epoch + 1}: val mean Dice {_num(report["mean_dice"])} '
-              f'mean IoU {_num(report["mean_iou"])}' + (' (best)' if improved else ''))
-
-
-def _num(v: Any) -> str:
-    return '' if v is None else f'{float(v):.6f}'
