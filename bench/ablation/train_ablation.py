@@ -3,6 +3,8 @@
     python bench/ablation/train_ablation.py [--data DIR] [--stage1-iters N] [--iters N] ...
 
 1. Data: `--data` (default runs/ablation/data); generated with `dmnet synth` when missing.
+   The model's class names are the data set's type classes (RUNS/config.yaml is `--config`
+   with them).
 2. Stage 1 (the authors' single-frame training), shared by all four: the backbone alone,
    `--no-local --no-global`, `--stage1-iters` iterations -> RUNS/stage1/last.safetensors.
 3. Each variant starts from those weights (`--init ... --new-memories`) and trains `--iters`
@@ -93,6 +95,23 @@ def ensure_data(args: argparse.Namespace) -> list[str] | None:
     return cmd
 
 
+def effective_config(args: argparse.Namespace) -> Path:
+    """`--config` with the data set's type classes (the generator's list may grow).
+
+    Written to RUNS/config.yaml, which every run of the ablation uses.
+    """
+    from dmnet_core.config import ExperimentConfig, load_yaml, save_yaml
+    from dmnet_core.data.layout import read_meta
+    exp = load_yaml(args.config, ExperimentConfig)
+    names = read_meta(args.data).classes.get(exp.model.task)
+    if names and list(names) != exp.model.class_names:
+        print(f'class names from {args.data}: {names}', flush=True)
+        exp.model.class_names = list(names)
+    path = args.runs / 'config.yaml'
+    save_yaml(exp, path)
+    return path
+
+
 def common_flags(args: argparse.Namespace) -> list[str]:
     flags = ['--config', str(args.config), '--data', str(args.data),
              '--iters', str(args.iters_per_epoch)]
@@ -144,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     times_path = args.runs / 'wall_times.json'
     times = json.loads(times_path.read_text()) if times_path.is_file() else {}
     synth_cmd = ensure_data(args)
+    source_config = args.config
+    args.config = effective_config(args)
     flags = common_flags(args)
     ipe = args.iters_per_epoch
     stage1 = args.runs / 'stage1'
@@ -166,8 +187,9 @@ def main(argv: list[str] | None = None) -> int:
             run_training(variant, cmd, out, args.iters, times)
     finally:
         times_path.write_text(json.dumps(times, indent=1))
-    recipe = {'config': str(args.config.relative_to(REPO) if args.config.is_relative_to(REPO)
-                            else args.config),
+    recipe = {'config': str(source_config.relative_to(REPO)
+                            if source_config.is_relative_to(REPO) else source_config),
+              'effective_config': str(args.config),
               'synth_command': synth_cmd, 'stage1_iters': args.stage1_iters,
               'iters': args.iters, 'memory_fraction': args.memory_fraction,
               'train_commands': {k: ['dmnet', *v] for k, v in commands.items()},

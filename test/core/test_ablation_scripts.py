@@ -128,3 +128,20 @@ def test_diagnose(trained, tmp_path, capsys) -> None:
     assert list(grads) == ['memory', 'all'] and grads['memory']['grad_norm_local_memory'] > 0
     assert 'admission rate' in capsys.readouterr().out
     assert _script('diagnose_memory').main(['--checkpoint', str(tmp_path / 'none')]) == 2
+
+
+def test_effective_config_takes_the_data_sets_type_classes(tmp_path) -> None:
+    import argparse
+
+    from dmnet_core.config import ExperimentConfig, load_yaml
+    from dmnet_core.data.layout import read_meta, write_meta
+    generate_dataset(tmp_path / 'd', 1, 2, seed=0, size=(64, 96))
+    meta = read_meta(tmp_path / 'd')
+    meta.classes['type'] = ['background', 'forceps', 'needle_driver', 'scissors', 'suction']
+    write_meta(tmp_path / 'd', meta)
+    args = argparse.Namespace(config=REPO / 'config' / 'ablation_type.yaml',
+                              data=tmp_path / 'd', runs=tmp_path)
+    path = _script('train_ablation').effective_config(args)
+    exp = load_yaml(path, ExperimentConfig)
+    assert exp.model.class_names[-1] == 'suction' and exp.model.num_classes == 5
+    assert exp.model.task == 'type' and exp.train.epochs == 10      # the rest as in the YAML
