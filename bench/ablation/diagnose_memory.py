@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -149,7 +148,6 @@ def report(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault('OMP_NUM_THREADS', '1')
     for p in (args.checkpoint, *args.train_log):
         if not p.is_file():
             print(f'diagnose_memory: file not found: {p}', file=sys.stderr)

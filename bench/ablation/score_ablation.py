@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import tempfile
@@ -225,7 +224,6 @@ def markdown(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault('OMP_NUM_THREADS', '1')
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import time
@@ -157,7 +156,6 @@ def export(variant: str, run: Path, out: Path, extra: dict) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault('OMP_NUM_THREADS', '1')
     args.runs.mkdir(parents=True, exist_ok=True)
     args.models_out.mkdir(parents=True, exist_ok=True)
     times_path = args.runs / 'wall_times.json'
