@@ -308,7 +308,7 @@ def train(exp: ExperimentConfig, resume: bool = False, *,
                 final_stage = plan.index_at(step - 1) == plan.last
                 if exp.data.val_split:
                     last_val = validate_checkpoint(exp, last_path, device,
-                                         memory_off=stage == 'single_frame')
+                                                   memory_off=stage == 'single_frame')
                     score = selection_score(last_val)
                     improved = final_stage and (best is None or score > best)
                     if improved:
