@@ -349,4 +349,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"mean_dice {_f(report['mean_dice'])}  mean_iou {_f(report['mean_iou'])}  "
           f"binary_dice {_f(report['binary_dice'])}  fps {report['fps'] or 0:.1f}  "
           f"-> {Path(args.out) / 'report.json'}")
+    if report.get('per_condition'):
+        print('per condition mIoU: ' + ', '.join(
+            f"{tag} {_f(r['mean_iou'])} ({r['frames']} frames)"
+            for tag, r in report['per_condition'].items()))
     return 0

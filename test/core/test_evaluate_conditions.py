@@ -85,3 +85,23 @@ def test_bad_conditions_file_is_named(data, tmp_path) -> None:
     with pytest.raises(ValueError, match="frame 000000: tags \\['rain'\\]"):
         evaluate(data, None, segmenter=OracleUnlessTagged(data, 'test', set()), split='test')
     assert read_conditions(data / 'seq_000') is None
+
+
+def test_cli_prints_per_condition(data, tmp_path, capsys) -> None:
+    from tiny_models import tiny_config
+
+    from dmnet_core.checkpoint import save_checkpoint
+    from dmnet_core.cli import main
+    from dmnet_core.model import build_model
+    seq = data / 'seq_001'
+    stems = [f.stem for f in sorted((seq / 'images').glob('*.png'))]
+    (seq / 'conditions.json').write_text(json.dumps(
+        {'names': ['fast_move'], 'frames': {s: ['fast_move'] if i < 2 else []
+                                            for i, s in enumerate(stems)}}))
+    cfg = tiny_config(64, 96)
+    save_checkpoint(tmp_path / 'tiny.safetensors', build_model(cfg), cfg)
+    rc = main(['evaluate', '--data', str(data), '--out', str(tmp_path / 'r'), '--checkpoint',
+               str(tmp_path / 'tiny.safetensors'), '--device', 'cpu', '--no-progress'])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert 'per condition mIoU: clean' in out and 'fast_move' in out and '(2 frames)' in out
