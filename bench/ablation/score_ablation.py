@@ -37,6 +37,17 @@ MEMORY_OFF = {'local_enabled': False, 'global_enabled': False}
 DEFAULT_CLIP = REPO.parent / 'shared' / 'data' / 'cholecseg8k_clip' / 'video_pixel'
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--models', type=Path, default=REPO / 'bench' / 'ablation',
@@ -237,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     res: dict = {'test_data': {'path': str(args.data), 'split': args.split,
                                'seed': args.test_seed, 'synth_command': synth_cmd,
                                'max_frames': args.max_frames},
-                 'machine': platform.processor() or platform.machine(),
+                 'machine': cpu_name(),
                  'threads': torch.get_num_threads(), 'models': {}}
     for name, path in paths.items():
         res['models'][name] = {**parameters(path), **score(path, args)}

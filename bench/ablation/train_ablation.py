@@ -39,6 +39,22 @@ VARIANTS = {                          # name -> `dmnet train` flags
 }
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_name() -> str | None:
+    import torch
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--config', type=Path, default=REPO / 'config' / 'ablation_type.yaml')
@@ -191,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
               'synth_command': synth_cmd, 'stage1_iters': args.stage1_iters,
               'iters': args.iters, 'memory_fraction': args.memory_fraction,
               'train_commands': {k: ['dmnet', *v] for k, v in commands.items()},
-              'wall_seconds': times, 'machine': platform.processor() or platform.machine()}
+              'wall_seconds': times, 'machine': cpu_name(), 'gpu': gpu_name()}
     for variant in args.variants:
         dst = export(variant, args.runs / variant, args.models_out,
                      {'ablation_stage1_iters': args.stage1_iters, 'ablation_iters': args.iters})
