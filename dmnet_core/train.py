@@ -179,7 +179,8 @@ def build_dataset(exp: ExperimentConfig, dist_info: Dist) -> Any:
     d = exp.data
     return ClipDataset(d.root, d.train_split, exp.model.task, clip_len=d.clip_len,
                        n_global=d.n_global if exp.model.global_memory.enabled else 0,
-                       crop=tuple(d.crop), augment=d.augment, seed=exp.train.seed)
+                       crop=tuple(d.crop), augment=d.augment, seed=exp.train.seed,
+                       aug=d.augmentation)
 
 
 # ---------------------------------------------------------------- model, loss, schedule
