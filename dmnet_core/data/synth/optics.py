@@ -68,8 +68,8 @@ def draw_optics(rng: np.random.Generator, frames: int, size: tuple[int, int], st
     defocus = np.maximum(defocus, 3.0 * s * _events(rng, frames, frames / 150, (8, 30),
                                                    (0.4, 1.0)))
     q = int(rng.integers(25, 90)) if rng.random() < 0.6 else 0
-    fog = _events(rng, frames, 0.35 if style == 'laparoscopic' else 0.15, (30, 120),
-                  (0.2, 0.6))
+    fog = _events(rng, frames, frames / 250 if style == 'laparoscopic' else frames / 600,
+                  (30, 120), (0.2, 0.55))
     fog_field = noise(rng, h, w, 60 * s) if fog.any() else None
     return Optics(
         exposure=base * drift,

@@ -23,7 +23,7 @@ MATERIALS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int], float, fl
     'liver': ((112, 26, 28), (146, 46, 42), 30.0, 0.9),
     'gallbladder': ((205, 208, 192), (176, 190, 168), 40.0, 0.9),
     'fat': ((228, 192, 92), (236, 150, 70), 6.0, 0.5),
-    'connective': ((224, 205, 200), (196, 160, 160), 4.0, 0.4),
+    'connective': ((226, 210, 204), (200, 168, 166), 6.0, 0.5),
     'wall': ((172, 96, 122), (140, 70, 100), 50.0, 0.4),
     'bowel': ((214, 134, 112), (180, 96, 86), 12.0, 0.7),
     'muscle': ((170, 54, 50), (196, 92, 80), 10.0, 0.6),
@@ -61,10 +61,11 @@ def _material(rng: np.random.Generator, name: str, h: int, w: int, s: float) -> 
         # Fibres: noise stretched along a random direction, pale on pinker ground.
         ang = rng.uniform(0, 180)
         f = noise(rng, h, w, scale * s)
-        f = cv2.GaussianBlur(f, (0, 0), sigmaX=8 * s, sigmaY=0.8 * s)
+        f = cv2.GaussianBlur(f, (0, 0), sigmaX=10 * s, sigmaY=1.2 * s)
         rot = cv2.getRotationMatrix2D((w / 2, h / 2), ang, 1.0)
         f = cv2.warpAffine(f, rot, (w, h), borderMode=cv2.BORDER_REFLECT)
-        f = np.clip((f - f.mean()) * 6 + 0.5, 0, 1)[..., None]
+        f = np.clip((f - f.mean()) * 4 + 0.5, 0, 1)
+        f = (0.6 * f + 0.4 * noise(rng, h, w, 35 * s))[..., None]
         col = var_a * (1 - f) + base_a * f
     elif name == 'bowel':
         # Folds: stripes bent by noise.
@@ -129,19 +130,22 @@ def make_tissue(rng: np.random.Generator, h: int, w: int, s: float) -> np.ndarra
             cache[name] = _material(rng, name, h, w, s)
         img += cache[name] * wts[i][..., None]
         gloss += MATERIALS[name][3] * wts[i]
-    # Pale connective tissue strands and fat islands over the regions (thin, semi-transparent).
-    film = _smoothstep((noise(rng, h, w, 25 * s) - rng.uniform(0.6, 0.8)) / 0.1)[..., None]
-    film_col = np.array([228, 210, 205], np.float32) if rng.random() < 0.5 \
-        else np.array([232, 196, 100], np.float32)
-    img = img * (1 - 0.6 * film) + film_col * 0.6 * film
+    # Fat islands or pale connective strands over the regions, textured, with soft edges.
+    film = _smoothstep((noise(rng, h, w, 45 * s) - rng.uniform(0.62, 0.85)) / 0.15)[..., None]
+    film_name = 'fat' if rng.random() < 0.6 else 'connective'
+    film_tex = cache.get(film_name)
+    if film_tex is None:
+        film_tex = _material(rng, film_name, h, w, s)
+    img = img * (1 - 0.7 * film) + film_tex * 0.7 * film
     # Vessels: red-purple on pale and wall tissue mostly.
     ves = _vessels(rng, h, w, s, int(rng.integers(4, 14)))[..., None]
     ves_col = np.array([rng.uniform(110, 170), rng.uniform(20, 50), rng.uniform(40, 80)],
                        np.float32)
     img = img * (1 - 0.7 * ves) + ves_col * 0.7 * ves
     # Blood: dark red pools and smears, glossy.
-    if rng.random() < 0.4:
-        blood = _smoothstep((noise(rng, h, w, 40 * s) - rng.uniform(0.8, 0.9)) / 0.06)
+    if rng.random() < 0.35:
+        blood = _smoothstep((noise(rng, h, w, 70 * s) * noise(rng, h, w, 12 * s)
+                             - rng.uniform(0.55, 0.7)) / 0.08)
         img = img * (1 - 0.92 * blood[..., None]) + np.array([92, 8, 12], np.float32) * \
             0.92 * blood[..., None]
         gloss = np.maximum(gloss, blood)
