@@ -96,10 +96,12 @@ Part = tuple[int, Rgb, np.ndarray]      # (part id, colour, polygon N x 2 float)
 
 def _cylinder(out: list[Part], part: int, colour: Rgb, p0: np.ndarray, p1: np.ndarray,
               w0: float, w1: float) -> None:
-    """A shaded cylinder: dark rim, body, a specular stripe along the axis."""
+    """A shaded cylinder: dark rim, body, a specular stripe along the axis (subtle on dark,
+    matte insulation; bright on metal)."""
     out.append((part, scale_rgb(colour, 0.7), _quad(p0, p1, w0, w1)))
     out.append((part, colour, _quad(p0, p1, 0.7 * w0, 0.7 * w1)))
-    out.append((part, lighten(colour, 0.55), _quad(p0, p1, 0.14 * w0, 0.14 * w1)))
+    k = 0.55 if sum(colour) > 240 else 0.3
+    out.append((part, lighten(colour, k), _quad(p0, p1, 0.14 * w0, 0.14 * w1)))
 
 
 def _jaws(out: list[Part], lk: Look, p_jaw: np.ndarray, d2: np.ndarray, opening: float,

@@ -143,11 +143,11 @@ def make_tissue(rng: np.random.Generator, h: int, w: int, s: float) -> np.ndarra
                        np.float32)
     img = img * (1 - 0.7 * ves) + ves_col * 0.7 * ves
     # Blood: dark red pools and smears, glossy.
-    if rng.random() < 0.35:
-        blood = _smoothstep((noise(rng, h, w, 70 * s) * noise(rng, h, w, 12 * s)
-                             - rng.uniform(0.55, 0.7)) / 0.08)
-        img = img * (1 - 0.92 * blood[..., None]) + np.array([92, 8, 12], np.float32) * \
-            0.92 * blood[..., None]
+    if rng.random() < 0.3:
+        blood = _smoothstep((noise(rng, h, w, 70 * s) * (0.6 + 0.4 * noise(rng, h, w, 15 * s))
+                             - rng.uniform(0.55, 0.7)) / 0.15)
+        img = img * (1 - 0.85 * blood[..., None]) + np.array([92, 8, 12], np.float32) * \
+            0.85 * blood[..., None]
         gloss = np.maximum(gloss, blood)
     # Cautery marks: small charred brown-black spots with a whitish rim.
     for _ in range(int(rng.poisson(2.0))):
