@@ -59,8 +59,8 @@ def draw_optics(rng: np.random.Generator, frames: int, size: tuple[int, int], st
     t = np.arange(frames)
     # Exposure: mostly near nominal, sometimes clearly over or under; auto-exposure drifts.
     u = rng.random()
-    base = rng.uniform(1.3, 1.8) if u < 0.15 else rng.uniform(0.45, 0.7) if u < 0.3 \
-        else rng.uniform(0.8, 1.25)
+    base = rng.uniform(1.25, 1.6) if u < 0.12 else rng.uniform(0.45, 0.7) if u < 0.27 \
+        else rng.uniform(0.8, 1.15)
     drift = 1.0 + 0.08 * np.sin(2 * math.pi * t / rng.uniform(40, 150) + rng.uniform(0, 6.3))
     wb = np.exp(rng.normal(0, 0.07, 3))
     wb /= wb.mean()
@@ -76,7 +76,7 @@ def draw_optics(rng: np.random.Generator, frames: int, size: tuple[int, int], st
         wb=wb,
         edge_falloff=float(rng.uniform(0.35, 0.8) if style == 'laparoscopic'
                            else rng.uniform(0.1, 0.5)),
-        dist_power=float(rng.uniform(0.8, 1.8)),
+        dist_power=float(rng.uniform(0.5, 1.3)),
         defocus=defocus,
         noise_sigma=float(rng.uniform(0.5, 6.0)),
         jpeg_quality=q,

@@ -174,6 +174,6 @@ def make_tissue(rng: np.random.Generator, h: int, w: int, s: float) -> np.ndarra
     tilt = rng.normal(0, 1, 2)
     ramp = ((xx / w - 0.5) * tilt[0] + (yy / h - 0.5) * tilt[1]) * 0.6
     dist = 0.8 + 0.4 * noise(rng, h, w, 120 * s) + np.clip(ramp, -0.2, 0.5) - 0.15 * height
-    dist = np.clip(dist, 0.6, 1.8)
+    dist = np.clip(dist, 0.75, 1.6)
     out = np.concatenate([np.clip(img, 0, 255), dist[..., None]], axis=-1)
     return cv2.GaussianBlur(out.astype(np.float32), (0, 0), 0.6)
