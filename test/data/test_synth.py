@@ -70,13 +70,15 @@ def test_masks_are_exactly_the_drawn_instruments(style):
 
 @pytest.mark.parametrize('style', ['robotic', 'laparoscopic'])
 def test_effects_keep_masks_consistent_and_surround_background(style):
-    parts_seen, kinds, widths = set(), set(), []
-    for seed in range(3):
+    parts_seen, kinds, widths, squeezed = set(), set(), [], 0
+    for seed in range(4):
         scene = make_scene(np.random.default_rng(seed + 10), 20, (128, 160), style=style)
         kinds.add(scene.fov.kind)
-        outside = ~scene.fov.inside(128, 160)
+        outside = ~scene.view_mask()
+        squeezed += scene.output_size != scene.size
         for i in range(0, 20, 2):
             rgb, masks = render_frame(scene, i)
+            assert rgb.shape == (128, 160, 3) and masks['parts'].shape == (128, 160)
             b = masks['binary'] == 1
             assert np.array_equal(b, masks['parts'] > 0)
             assert np.array_equal(b, masks['type'] > 0)
@@ -86,6 +88,7 @@ def test_effects_keep_masks_consistent_and_surround_background(style):
                 assert rgb[outside].astype(float).mean() < 12
             parts_seen |= set(np.unique(masks['parts']).tolist())
         widths += [inst.look.shaft_w for inst in scene.instruments]
+    assert squeezed >= 1          # some sequences are wide video squeezed to 160 px
     if style == 'robotic':
         assert parts_seen == {0, 1, 2, 3}
         assert kinds <= {'full', 'borders'}

@@ -51,7 +51,7 @@ LAP_P = np.array([0.34, 0.22, 0.14, 0.15, 0.15])
 class Scene:
     """Everything random about one sequence, drawn up front from one generator."""
 
-    size: tuple[int, int]
+    size: tuple[int, int]             # (H, W) the scene is drawn at
     frames: int
     style: str                        # 'robotic' or 'laparoscopic'
     fov: Fov
@@ -64,6 +64,19 @@ class Scene:
     folds: list[tuple[int, int, int]]                       # (start, length, instrument)
     optics: Optics
     noise_seed: int
+    out_size: tuple[int, int] | None = None   # (H, W) of the written frames; None: `size`
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        return self.out_size or self.size
+
+    def view_mask(self) -> np.ndarray:
+        """Pixels of the written frame inside the field of view (H_out x W_out bool)."""
+        inside = self.fov.inside(*self.size)
+        if self.output_size == self.size:
+            return inside
+        h, w = self.output_size
+        return cv2.resize(inside.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
 
 
 def _instrument(rng: np.random.Generator, t_id: int, look_src: int, fov: Fov, frames: int,
@@ -119,10 +132,15 @@ def make_scene(rng: np.random.Generator, frames: int, size: tuple[int, int],
     """Draw a sequence's scene: field of view, instruments, camera path and hard-case events."""
     if style not in STYLES:
         raise ValueError(f'style must be one of {STYLES}, got {style!r}')
-    h, w = size
-    s = min(h, w) / 256.0
+    out_size = (int(size[0]), int(size[1]))
     if style == 'mixed':
         style = 'robotic' if rng.random() < 0.5 else 'laparoscopic'
+    if effects and rng.random() < 0.4:
+        # Wide (16:9-like) video squeezed to the output's aspect, as a segmenter's resize
+        # does to real laparoscopic and raw robotic frames: round views become ellipses.
+        size = (out_size[0], int(round(out_size[1] * rng.uniform(1.15, 1.45))))
+    h, w = size
+    s = min(h, w) / 256.0
     fov = draw_fov(rng, style, h, w)
     if style == 'robotic':
         n_inst = int(rng.choice([1, 2, 3], p=[0.3, 0.45, 0.25]))
@@ -186,7 +204,8 @@ def make_scene(rng: np.random.Generator, frames: int, size: tuple[int, int],
     return Scene(size=(h, w), frames=frames, style=style, fov=fov, instruments=instruments,
                  texture=texture, smoke_field=smoke_field, cam=cam, smoke=smoke,
                  flashes=flashes, folds=folds, optics=optics,
-                 noise_seed=int(rng.integers(0, 2**31)))
+                 noise_seed=int(rng.integers(0, 2**31)),
+                 out_size=out_size if out_size != size else None)
 
 
 def _draw_instruments(scene: Scene, t: float, s: float) -> tuple[np.ndarray, np.ndarray,
@@ -285,8 +304,13 @@ def render_frame_tagged(scene: Scene, i: int
     binary = (parts > 0).astype(np.uint8)
     if effects:
         _motion_tags(scene, i, binary, s, tags)
-    return rgb, {'binary': binary, 'parts': parts, 'type': typ}, \
-        [c for c in CONDITIONS if c in tags]
+    masks = {'binary': binary, 'parts': parts, 'type': typ}
+    if scene.output_size != scene.size:
+        ho, wo = scene.output_size
+        rgb = cv2.resize(rgb, (wo, ho), interpolation=cv2.INTER_AREA)
+        masks = {k: cv2.resize(m, (wo, ho), interpolation=cv2.INTER_NEAREST)
+                 for k, m in masks.items()}
+    return rgb, masks, [c for c in CONDITIONS if c in tags]
 
 
 def _folds(scene: Scene, i: int, frame: np.ndarray, bg: np.ndarray, parts: np.ndarray,
