@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
+from dmnet_core.data.synth.camera import camera_motion, draw_camera_path, view
 from dmnet_core.data.synth.conditions import CONDITIONS
 from dmnet_core.data.synth.fov import Fov, draw_fov
 from dmnet_core.data.synth.instruments import (
@@ -161,20 +162,7 @@ def make_scene(rng: np.random.Generator, frames: int, size: tuple[int, int],
     m = int(0.25 * max(h, w))
     texture = make_tissue(rng, h + 2 * m, w + 2 * m, s) if effects else None
     smoke_field = noise(rng, h + 2 * m, w + 2 * m, 50 * s) if effects else None
-    # Camera: slow drift, a little zoom and roll, and a few quick pans (per frame tx, ty, zoom,
-    # angle); a hand-held laparoscope moves more than a robot's camera.
-    t = np.arange(frames, dtype=np.float64)[:, None]
-    cf = 2 * math.pi / rng.uniform(90, 260, 4)
-    cp = rng.uniform(0, 2 * math.pi, 4)
-    waves = np.sin(cf * t + cp)
-    amp = 0.6 if style == 'robotic' else 0.8
-    cam = np.concatenate([waves[:, :2] * amp * m, 1 + 0.05 * waves[:, 2:3],
-                          0.05 * waves[:, 3:4]], axis=1)
-    if effects:
-        for _ in range(int(rng.poisson(frames / 100))):
-            tj, step = rng.uniform(0, frames), rng.normal(0, 0.25 * m, 2)
-            x = np.clip((t[:, 0] - tj) / 4.0, 0, 1)
-            cam[:, :2] += (x * x * (3 - 2 * x))[:, None] * step
+    cam = draw_camera_path(rng, frames, style, m, effects)
     smoke = np.zeros(frames)
     flashes: list[tuple[int, int, float, float, float]] = []
     folds: list[tuple[int, int, int]] = []
@@ -232,33 +220,18 @@ def _draw_instruments(scene: Scene, t: float, s: float) -> tuple[np.ndarray, np.
     return col, parts, typ, inst_ids
 
 
-def _cam_matrix(scene: Scene, cam: np.ndarray) -> np.ndarray:
-    """Inverse map frame -> texture (2 x 3 float32) for camera (tx, ty, zoom, angle)."""
-    h, w = scene.size
-    th, tw = scene.texture.shape[:2]
-    tx, ty, zoom, ang = cam
-    a = np.array([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]]) / zoom
-    off = np.array([tw / 2 + tx, th / 2 + ty]) - a @ np.array([w / 2, h / 2])
-    return np.concatenate([a, off[:, None]], axis=1).astype(np.float32)
-
-
 def _background(scene: Scene, i: int) -> np.ndarray:
     """The camera's view of the tissue at frame i (H x W x 4 float32: RGB + distance)."""
     h, w = scene.size
     if scene.texture is None:
         flat = np.broadcast_to(np.array(FLAT_BACKGROUND + (1,), np.float32), (h, w, 4))
         return flat.copy()
-    return cv2.warpAffine(scene.texture, _cam_matrix(scene, scene.cam[i]), (w, h),
-                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REFLECT)
+    return view(scene.texture, scene.cam[i], scene.size)
 
 
 def _camera_motion(scene: Scene, i: int) -> np.ndarray:
     """Image-space displacement (dx, dy px) of the view centre across frame i's exposure."""
-    a, b = scene.cam[max(0, i - 1)], scene.cam[min(scene.frames - 1, i + 1)]
-    h, w = scene.size
-    c = np.array([w / 2, h / 2, 1.0])
-    return 0.5 * (_cam_matrix(scene, b) @ c - _cam_matrix(scene, a) @ c)
+    return camera_motion(scene.cam, i, scene.size, scene.texture.shape[:2])
 
 
 def render_frame(scene: Scene, i: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
