@@ -4,9 +4,10 @@ It exists to train and test the whole pipeline without the real datasets; it is 
 about real surgery. A sequence is 'robotic' (wristed instruments, full frame or the black side
 bars of raw robotic video) or 'laparoscopic' (a round scope view in a black surround, thin rigid
 instruments: grasper, hook, clip applier, scissors, suction tube); 'mixed' draws one per
-sequence. Tissue (`tissue`), instruments (`instruments`), field of view (`fov`), light and camera
-effects (`optics`) and per-frame condition tags (`conditions`) are separate modules; `scene`
-puts them together and `dataset` writes the dmnet layout (`dmnet synth`).
+sequence. Tissue (`tissue`), instruments (`instruments`), field of view (`fov`), the camera's
+path (`camera`), light and camera effects (`optics`) and per-frame condition tags
+(`conditions`) are separate modules; `scene` puts them together and `dataset` writes the dmnet
+layout (`dmnet synth`).
 
 Hard cases on purpose, so that temporal memory has something to win on: specular flashes,
 smoke (including short dense bursts), lens fogging, short occlusions of an instrument's tip by
