@@ -144,8 +144,8 @@ def make_tissue(rng: np.random.Generator, h: int, w: int, s: float) -> np.ndarra
     img = img * (1 - 0.7 * ves) + ves_col * 0.7 * ves
     # Blood: dark red pools and smears, glossy.
     if rng.random() < 0.3:
-        blood = _smoothstep((noise(rng, h, w, 70 * s) * (0.6 + 0.4 * noise(rng, h, w, 15 * s))
-                             - rng.uniform(0.55, 0.7)) / 0.15)
+        blood = _smoothstep((noise(rng, h, w, 80 * s) - rng.uniform(0.72, 0.85)) / 0.1) \
+            * (0.65 + 0.35 * noise(rng, h, w, 12 * s))
         img = img * (1 - 0.85 * blood[..., None]) + np.array([92, 8, 12], np.float32) * \
             0.85 * blood[..., None]
         gloss = np.maximum(gloss, blood)
