@@ -80,11 +80,11 @@ class Scene:
         return cv2.resize(inside.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
 
 
-def _instrument(rng: np.random.Generator, t_id: int, look_src: int, fov: Fov, frames: int,
+def _instrument(rng: np.random.Generator, t_id: int, fov: Fov, frames: int,
                 size: tuple[int, int], first: bool, s: float) -> Instrument:
     """One instrument entering the view at a random place on its edge, aiming inwards."""
     h, w = size
-    lk = LOOKS[look_src] if look_src else LOOKS[t_id]
+    lk = LOOKS[t_id]
     if t_id in LAP_TYPES:
         # Thin shafts (a few % of the width), jaws in proportion; metal or black shaft.
         k = float(rng.uniform(0.55, 1.5)) * lk.shaft_w
@@ -153,7 +153,7 @@ def make_scene(rng: np.random.Generator, frames: int, size: tuple[int, int],
     alike = n_inst > 1 and rng.random() < 0.35
     instruments = []
     for i, t_id in enumerate(types):
-        inst = _instrument(rng, t_id, 0, fov, frames, size, i == 0, s)
+        inst = _instrument(rng, t_id, fov, frames, size, i == 0, s)
         if alike and i > 0:
             ref = instruments[0].look
             inst.look = replace(inst.look, shaft=ref.shaft, wrist=ref.wrist, jaw=ref.jaw)
