@@ -33,8 +33,9 @@ TYPE_CLASSES = {
                   'clip_applier'],
     # CholecSeg8k tool classes (31 grasper, 32 L-hook electrocautery).
     'cholecseg8k': ['background', 'grasper', 'l_hook'],
-    # The synthetic generator's instrument types (dmnet_core.data.synth).
-    'synth': ['background', 'forceps', 'needle_driver', 'scissors'],
+    # The generator's instrument types (dmnet_core.data.synth): 1-3 robotic, 4-8 laparoscopic.
+    'synth': ['background', 'forceps', 'needle_driver', 'scissors', 'lap_grasper', 'lap_hook',
+              'lap_clip_applier', 'lap_scissors', 'suction'],
 }
 
 
@@ -137,6 +138,53 @@ class ModelConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Training-time augmentation: one draw per clip, applied to every frame of it (the local
+    clip and its global frames alike), so temporal consistency is kept.
+
+    Geometry and colour jitter are on by default (as before); gamma, blur, noise and JPEG are
+    off unless their probability is set.
+    """
+    scale: list[float] = field(default_factory=lambda: [1.0, 1.5])   # zoom-in range
+    flip: float = 0.5                   # probability of a horizontal flip
+    hue: float = 4.0                    # max hue shift, OpenCV units (0..180)
+    saturation: float = 0.2             # saturation factor in 1 +- this
+    brightness: float = 20.0            # max added brightness (0..255 units)
+    contrast: float = 0.2               # contrast factor in 1 +- this
+    gamma: float = 0.0                  # gamma in [1 / (1 + g), 1 + g], log-uniform
+    blur_p: float = 0.0                 # probability of a Gaussian blur ...
+    blur_sigma: list[float] = field(default_factory=lambda: [0.5, 1.5])   # ... sigma (px)
+    noise_p: float = 0.0                # probability of Gaussian sensor noise ...
+    noise_sigma: list[float] = field(default_factory=lambda: [2.0, 8.0])  # ... std (0..255)
+    jpeg_p: float = 0.0                 # probability of JPEG compression ...
+    jpeg_quality: list[int] = field(default_factory=lambda: [30, 90])     # ... quality range
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        pairs = {'scale': self.scale, 'blur_sigma': self.blur_sigma,
+                 'noise_sigma': self.noise_sigma, 'jpeg_quality': self.jpeg_quality}
+        for name, v in pairs.items():
+            if len(v) != 2 or v[0] > v[1] or v[0] < 0:
+                raise ValueError(f'data.augmentation.{name} must be [low, high] with '
+                                 f'0 <= low <= high, got {v}')
+        if self.scale[0] < 1.0:
+            raise ValueError(f'data.augmentation.scale must be >= 1 (zoom in), got {self.scale}')
+        if not 1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100:
+            raise ValueError('data.augmentation.jpeg_quality must be within 1..100, got '
+                             f'{self.jpeg_quality}')
+        for name in ('flip', 'blur_p', 'noise_p', 'jpeg_p'):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f'data.augmentation.{name} must be a probability in 0..1, '
+                                 f'got {getattr(self, name)}')
+        for name in ('hue', 'saturation', 'brightness', 'contrast', 'gamma'):
+            if getattr(self, name) < 0:
+                raise ValueError(f'data.augmentation.{name} must be >= 0, '
+                                 f'got {getattr(self, name)}')
+        if self.saturation >= 1 or self.contrast >= 1:
+            raise ValueError('data.augmentation.saturation and contrast must be < 1')
+
+
+@dataclass
 class DataConfig:
     root: str = ''                      # a folder in the dmnet layout (dmnet_core.data.layout)
     train_split: str = 'train'
@@ -146,6 +194,7 @@ class DataConfig:
     crop: list[int] = field(default_factory=lambda: [256, 320])   # training H, W
     augment: bool = True
     num_workers: int = 0
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)   # used when augment
 
 
 @dataclass

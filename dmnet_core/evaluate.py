@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from dmnet_core.data import layout
+from dmnet_core.data.synth.conditions import read_conditions
 from dmnet_core.metrics import (
     SegmentationScorer,
     plot_per_class,
@@ -62,35 +63,7 @@ def check_classes(data: str | Path, task: str, class_names: list[str]) -> None:
                     ds_names, list(class_names))
 
 
-CONDITIONS_FILE = 'conditions.json'
 CLEAN = 'clean'
-
-
-def read_conditions(seq_path: str | Path) -> dict[str, list[str]] | None:
-    """Frame stem -> condition tags from `seq_path/conditions.json`; None without the file.
-
-    The file is {"names": [...], "frames": {"<stem>": [tags...]}}; [] marks a clean frame.
-
-    Raises:
-        ValueError: a malformed file, naming it.
-    """
-    path = Path(seq_path) / CONDITIONS_FILE
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f'{path}: not valid JSON: {exc}') from exc
-    if not isinstance(data, dict) or not isinstance(data.get('names'), list) \
-            or not isinstance(data.get('frames'), dict):
-        raise ValueError(f'{path}: expected {{"names": [...], "frames": {{stem: [tags]}}}}')
-    names = {str(n) for n in data['names']}
-    out: dict[str, list[str]] = {}
-    for stem, tags in data['frames'].items():
-        if not isinstance(tags, list) or not {str(t) for t in tags} <= names:
-            raise ValueError(f'{path}: frame {stem}: tags {tags!r} not a list of {sorted(names)}')
-        out[str(stem)] = [str(t) for t in tags]
-    return out
 
 
 class ConditionScores:

@@ -2,8 +2,9 @@
 
 A training sample is a clip of T consecutive frames (the local window) plus G "global" frames
 drawn at random from the WHOLE sequence, future frames included, as the DMNet authors trained.
-One set of augmentation parameters (scale/crop, flip, colour jitter) is drawn per sample and
-applied to every frame of it, so the clip and its global frames stay consistent.
+One set of augmentation parameters (scale/crop, flip, hue/saturation/brightness/contrast, gamma,
+blur, noise, JPEG; `config.AugmentConfig`) is drawn per sample and applied to every frame of it,
+so the clip and its global frames stay consistent.
 Everything returned is uint8 / int64; the trainer normalises.
 
 Shapes: `clip` T x 3 x H x W, `masks` T x H x W, `global_frames` G x 3 x H x W,
@@ -11,6 +12,7 @@ Shapes: `clip` T x 3 x H x W, `masks` T x H x W, `global_frames` G x 3 x H x W,
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dmnet_core.config import TASKS
+from dmnet_core.config import TASKS, AugmentConfig
 from dmnet_core.data.layout import (
     IMAGE_DIR,
     MASK_DIR,
@@ -42,7 +44,9 @@ def _pngs(folder: Path) -> list[str]:
 class Augment:
     """One sample's augmentation, shared by all of its frames.
 
-    The source region (y0, x0, h, w) in source pixels is resized to the crop size.
+    The source region (y0, x0, h, w) in source pixels is resized to the crop size. Photometric
+    parameters are the same for every frame; only the sensor noise pattern differs per frame
+    (seeded by `noise_seed` and the frame's position in the sample), as a real sensor's does.
     """
 
     y0: float
@@ -54,6 +58,11 @@ class Augment:
     contrast: float        # multiplied around the mean grey
     saturation: float
     hue: float             # shift in OpenCV hue units (0..180)
+    gamma: float = 1.0     # out = 255 * (in / 255) ** gamma
+    blur_sigma: float = 0.0        # Gaussian blur (px); 0 = none
+    noise_sigma: float = 0.0       # Gaussian noise std (0..255 units); 0 = none
+    noise_seed: int = 0
+    jpeg_quality: int = 0          # 0 = no compression
 
     @staticmethod
     def identity(src_hw: tuple[int, int]) -> Augment:
@@ -61,15 +70,33 @@ class Augment:
 
     @staticmethod
     def draw(rng: np.random.Generator, src_hw: tuple[int, int],
-             scale: tuple[float, float] = (1.0, 1.5)) -> Augment:
-        """Zoom in by a random factor in `scale` around a random point, flip, jitter colours."""
+             scale: tuple[float, float] = (1.0, 1.5),
+             cfg: AugmentConfig | None = None) -> Augment:
+        """Zoom in by a random factor in `scale` around a random point, flip, jitter colours;
+        with `cfg` (its `scale` then wins), also gamma, blur, noise and JPEG."""
+        c = cfg or AugmentConfig(scale=list(scale))
         sh, sw = src_hw
-        z = rng.uniform(*scale)
+        z = rng.uniform(*c.scale)
         h, w = sh / z, sw / z
-        return Augment(y0=rng.uniform(0, sh - h), x0=rng.uniform(0, sw - w), h=h, w=w,
-                       flip=bool(rng.random() < 0.5), brightness=rng.uniform(-20, 20),
-                       contrast=rng.uniform(0.8, 1.2), saturation=rng.uniform(0.8, 1.2),
-                       hue=rng.uniform(-4, 4))
+        base = dict(y0=rng.uniform(0, sh - h), x0=rng.uniform(0, sw - w), h=h, w=w,
+                    flip=bool(rng.random() < c.flip),
+                    brightness=rng.uniform(-c.brightness, c.brightness),
+                    contrast=rng.uniform(1 - c.contrast, 1 + c.contrast),
+                    saturation=rng.uniform(1 - c.saturation, 1 + c.saturation),
+                    hue=rng.uniform(-c.hue, c.hue))
+        # Drawn after the above, so the older draws (and their sequence) are unchanged.
+        extra: dict = {}
+        if c.gamma > 0:
+            lg = math.log1p(c.gamma)
+            extra['gamma'] = math.exp(rng.uniform(-lg, lg))
+        if c.blur_p > 0 and rng.random() < c.blur_p:
+            extra['blur_sigma'] = rng.uniform(*c.blur_sigma)
+        if c.noise_p > 0 and rng.random() < c.noise_p:
+            extra['noise_sigma'] = rng.uniform(*c.noise_sigma)
+            extra['noise_seed'] = int(rng.integers(0, 2**31))
+        if c.jpeg_p > 0 and rng.random() < c.jpeg_p:
+            extra['jpeg_quality'] = int(rng.integers(c.jpeg_quality[0], c.jpeg_quality[1] + 1))
+        return Augment(**base, **extra)
 
     def _matrix(self, out_hw: tuple[int, int]) -> np.ndarray:
         """Affine map from source pixels to output pixels (2 x 3)."""
@@ -82,8 +109,9 @@ class Augment:
             mat = np.array([[-1.0, 0.0, ow - 1.0], [0.0, 1.0, 0.0]]) @ np.vstack([mat, [0, 0, 1]])
         return mat
 
-    def image(self, rgb: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-        """H_src x W_src x 3 uint8 -> out H x W x 3 uint8."""
+    def image(self, rgb: np.ndarray, out_hw: tuple[int, int], frame: int = 0) -> np.ndarray:
+        """H_src x W_src x 3 uint8 -> out H x W x 3 uint8; `frame`: position in the sample
+        (only the noise pattern depends on it)."""
         oh, ow = out_hw
         if self == Augment.identity(rgb.shape[:2]):
             out = cv2.resize(rgb, (ow, oh), interpolation=cv2.INTER_AREA
@@ -98,7 +126,20 @@ class Augment:
             out = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
         f = out.astype(np.float32)
         f = (f - 128.0) * self.contrast + 128.0 + self.brightness
-        return np.clip(f + 0.5, 0, 255).astype(np.uint8)
+        if self.gamma != 1.0:
+            f = 255.0 * np.power(np.clip(f, 0, 255) / 255.0, self.gamma)
+        if self.blur_sigma > 0:
+            f = cv2.GaussianBlur(f, (0, 0), self.blur_sigma)
+        if self.noise_sigma > 0:
+            f = f + np.random.default_rng([self.noise_seed, frame]).normal(
+                0, self.noise_sigma, f.shape).astype(np.float32)
+        out = np.clip(f + 0.5, 0, 255).astype(np.uint8)
+        if self.jpeg_quality > 0:
+            ok, buf = cv2.imencode('.jpg', cv2.cvtColor(out, cv2.COLOR_RGB2BGR),
+                                   [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+            if ok:
+                out = cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        return out
 
     def mask(self, mask: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
         """H_src x W_src uint8 class ids -> out H x W (nearest neighbour, ids never mixed)."""
@@ -120,8 +161,10 @@ class ClipDataset(Dataset):
         n_global: G, frames drawn at random (without replacement where possible) from the
             whole sequence outside the clip; 0 allowed.
         crop: output (H, W). Frames are resized to it (never cropped without resizing); with
-            `augment`, a random zoom 1-1.5x, flip and colour jitter are drawn per sample.
+            `augment`, a random zoom (default 1-1.5x), flip and photometric changes are
+            drawn per sample (`aug`).
         augment: draw augmentation (else plain resize).
+        aug: what augmentation draws (`AugmentConfig`); None: its defaults.
         seed: with the index, fixes the global-frame draw and augmentation of each sample.
         sequences: sequence names to use instead of the split's list.
     """
@@ -129,7 +172,8 @@ class ClipDataset(Dataset):
     def __init__(self, root: str | Path, split: str | None, task: str, clip_len: int = 5,
                  n_global: int = 4, crop: tuple[int, int] | list[int] = (256, 320),
                  augment: bool = True, seed: int = 0,
-                 sequences: list[str] | None = None) -> None:
+                 sequences: list[str] | None = None,
+                 aug: AugmentConfig | None = None) -> None:
         if task not in TASKS:
             raise ValueError(f'unknown task {task!r}; expected one of {TASKS}')
         if clip_len < 1 or n_global < 0:
@@ -141,6 +185,8 @@ class ClipDataset(Dataset):
         self.clip_len, self.n_global = clip_len, n_global
         self.crop = (int(crop[0]), int(crop[1]))
         self.augment, self.seed = augment, seed
+        self.aug = aug or AugmentConfig()
+        self.aug.validate()
         if task not in self.meta.classes:
             raise ValueError(f'{self.root}: dataset has no {task!r} task; '
                              f'has {sorted(self.meta.classes)}')
@@ -209,14 +255,15 @@ class ClipDataset(Dataset):
             if self.n_global else []
         loaded = [self._load(k, j) for j in clip_ids + glob_ids]
         src_hw = loaded[0][0].shape[:2]
-        aug = Augment.draw(rng, src_hw) if self.augment else Augment.identity(src_hw)
+        aug = Augment.draw(rng, src_hw, cfg=self.aug) if self.augment \
+            else Augment.identity(src_hw)
         imgs, masks = [], []
-        for rgb, mask in loaded:
+        for pos, (rgb, mask) in enumerate(loaded):
             if rgb.shape[:2] != src_hw:
                 # Frames of one sequence share a size; resize stragglers so one warp fits all.
                 rgb = cv2.resize(rgb, src_hw[::-1], interpolation=cv2.INTER_LINEAR)
                 mask = cv2.resize(mask, src_hw[::-1], interpolation=cv2.INTER_NEAREST)
-            imgs.append(aug.image(rgb, self.crop))
+            imgs.append(aug.image(rgb, self.crop, frame=pos))
             masks.append(aug.mask(mask, self.crop))
         # N x H x W x 3 -> N x 3 x H x W
         img_t = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()

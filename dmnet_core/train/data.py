@@ -49,4 +49,5 @@ def build_dataset(exp: ExperimentConfig, dist_info: Dist) -> Any:
                        # Drawn even for a model without global memory (which ignores them):
                        # the same clips and augmentations for every ablation variant.
                        n_global=d.n_global,
-                       crop=tuple(d.crop), augment=d.augment, seed=exp.train.seed)
+                       crop=tuple(d.crop), augment=d.augment, seed=exp.train.seed,
+                       aug=d.augmentation)

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dmnet_core.data.clips import ClipDataset, SequenceFrames
+from dmnet_core.config import AugmentConfig, DataConfig, from_dict
+from dmnet_core.data.clips import Augment, ClipDataset, SequenceFrames
 from dmnet_core.data.layout import DatasetMeta, list_sequences, write_frame, write_meta
 from dmnet_core.data.synth import generate_dataset
 
@@ -96,6 +97,52 @@ def test_augmentation_is_shared_by_clip_and_global_frames(tmp_path):
         assert agree > 0.97, agree
         differs += int(not torch.equal(s['clip'], plain[idx]['clip']))
     assert differs >= 3
+
+
+FULL = AugmentConfig(gamma=0.5, blur_p=1.0, noise_p=1.0, jpeg_p=1.0, hue=8.0, saturation=0.4,
+                     brightness=30.0, contrast=0.4)
+
+
+def test_photometric_augmentation_is_one_draw_per_clip(tmp_path):
+    # Gamma, blur and JPEG are the same for every frame of a sample; only the sensor noise
+    # pattern is drawn per frame, with one sigma for the whole sample.
+    root = _make(tmp_path, same=True)
+    no_noise = AugmentConfig(**{**FULL.__dict__, 'noise_p': 0.0})
+    ds = ClipDataset(root, 'train', 'binary', clip_len=4, n_global=2, crop=(40, 56), seed=2,
+                     aug=no_noise)
+    noisy = ClipDataset(root, 'train', 'binary', clip_len=4, n_global=2, crop=(40, 56), seed=2,
+                        aug=FULL)
+    plain = ClipDataset(root, 'train', 'binary', clip_len=4, n_global=2, crop=(40, 56),
+                        seed=2)
+    for idx in range(0, len(ds), 3):
+        s = ds[idx]
+        frames = torch.cat([s['clip'], s['global_frames']])
+        assert all(torch.equal(frames[0], f) for f in frames[1:])
+        assert not torch.equal(frames[0], plain[idx]['clip'][0])   # gamma/blur/JPEG applied
+        n = noisy[idx]
+        nf = torch.cat([n['clip'], n['global_frames']]).float()
+        diffs = [(nf[k] - nf[0]).std().item() for k in range(1, len(nf))]
+        assert min(diffs) > 0.5                      # noise differs between frames ...
+        assert max(diffs) < 1.6 * min(diffs) + 1.0   # ... with the same strength
+        assert torch.equal(n['masks'], s['masks'])   # photometry never touches labels
+
+
+def test_augment_draw_keeps_the_old_draws_and_config_validates():
+    src = (48, 64)
+    old = Augment.draw(np.random.default_rng(5), src)
+    new = Augment.draw(np.random.default_rng(5), src, cfg=FULL)
+    for k in ('y0', 'x0', 'h', 'w', 'flip'):
+        assert getattr(old, k) == getattr(new, k)
+    assert new.gamma != 1.0 and new.blur_sigma > 0 and new.noise_sigma > 0
+    assert 30 <= new.jpeg_quality <= 90
+    cfg = from_dict(DataConfig, {'augmentation': {'gamma': 0.2, 'jpeg_p': 0.5}})
+    assert cfg.augmentation.gamma == 0.2 and cfg.augmentation.blur_p == 0.0
+    with pytest.raises(ValueError, match='augmentation.jpeg_quality'):
+        AugmentConfig(jpeg_quality=[0, 200]).validate()
+    with pytest.raises(ValueError, match='augmentation.blur_p'):
+        AugmentConfig(blur_p=1.5).validate()
+    with pytest.raises(ValueError, match='unknown key'):
+        from_dict(DataConfig, {'augmentation': {'gama': 0.2}})
 
 
 def test_deterministic_for_seed_and_index(tmp_path):

@@ -1,18 +1,25 @@
-"""The synthetic generator: determinism, masks that match the drawn pixels, speed, CLI."""
+"""The generator: determinism, masks that match the drawn pixels (per style), the field of
+view's surround, condition tags, speed, CLI."""
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from dmnet_core.cli import main as dmnet_main
+from dmnet_core.config import TYPE_CLASSES
 from dmnet_core.data.layout import list_sequences, read_mask, read_meta
 from dmnet_core.data.synth import (
+    CONDITIONS,
     FLAT_BACKGROUND,
+    LAP_TYPES,
+    ROBOTIC_TYPES,
     generate_dataset,
     generate_sequence,
     make_scene,
+    read_conditions,
+    render_frame,
+    render_frame_tagged,
 )
 
 
@@ -21,53 +28,93 @@ def _files(root: Path) -> dict[str, bytes]:
             if p.is_file()}
 
 
-def test_same_seed_same_bytes_other_seed_differs(tmp_path):
-    kw = dict(sequences=2, frames=5, size=(64, 96))
+@pytest.mark.parametrize('style', ['robotic', 'laparoscopic', 'mixed'])
+def test_same_seed_same_bytes_other_seed_differs(tmp_path, style):
+    kw = dict(sequences=2, frames=5, size=(64, 96), style=style)
     generate_dataset(tmp_path / 'a', seed=3, **kw)
     generate_dataset(tmp_path / 'b', seed=3, **kw)
     generate_dataset(tmp_path / 'c', seed=4, **kw)
     a, b, c = (_files(tmp_path / n) for n in 'abc')
-    assert len(a) == 1 + 2 * 5 * 4          # meta + (image + 3 masks) per frame
+    # meta + per sequence conditions.json + (image + 3 masks) per frame
+    assert len(a) == 1 + 2 + 2 * 5 * 4
     assert a == b
     assert a.keys() == c.keys()
     assert any(a[k] != c[k] for k in a if k.endswith('.png') and '/images/' in k)
 
 
-def test_masks_are_exactly_the_drawn_instruments():
-    # On a flat background without effects, every non-background pixel is instrument.
+@pytest.mark.parametrize('style', ['robotic', 'laparoscopic'])
+def test_masks_are_exactly_the_drawn_instruments(style):
+    # Without effects: inside the view every non-flat pixel is instrument; outside it is black
+    # and background. (The circle's 1-3 px soft rim is left out of the pixel comparison.)
     seen = 0
-    for seed in range(4):
-        for rgb, masks in generate_sequence(seed, 12, (96, 128), effects=False):
+    for seed in range(6):
+        scene = make_scene(np.random.default_rng(seed), 12, (96, 128), effects=False,
+                           style=style)
+        soft = scene.fov.soft(96, 128)
+        full, none = soft == 1.0, soft == 0.0
+        for i in range(12):
+            rgb, masks = render_frame(scene, i)
             drawn = np.any(rgb != np.array(FLAT_BACKGROUND, np.uint8), axis=-1)
-            assert np.array_equal(drawn, masks['binary'] == 1)
-            assert np.array_equal(masks['parts'] > 0, drawn)
-            assert np.array_equal(masks['type'] > 0, drawn)
+            assert np.array_equal(drawn[full], masks['binary'][full] == 1)
+            assert np.array_equal(masks['parts'] > 0, masks['binary'] == 1)
+            assert np.array_equal(masks['type'] > 0, masks['binary'] == 1)
+            for m in masks.values():
+                assert not m[~scene.fov.inside(96, 128)].any()
+            assert not rgb[none].any()
             assert set(np.unique(masks['parts'])) <= {0, 1, 2, 3}
-            assert set(np.unique(masks['type'])) <= {0, 1, 2, 3}
-            seen += int(drawn.any())
-    assert seen > 20                      # instruments were actually on screen
+            types = set(np.unique(masks['type'])) - {0}
+            assert types <= set(ROBOTIC_TYPES if style == 'robotic' else LAP_TYPES)
+            seen += int(drawn[full].any())
+    assert seen > 30                      # instruments were actually on screen
 
 
-def test_effects_keep_masks_consistent_and_instruments_distinct():
-    sat_in, sat_out, parts_seen = [], [], set()
-    for rgb, masks in generate_sequence(7, 30, (128, 160)):
-        b = masks['binary'] == 1
-        assert np.array_equal(b, masks['parts'] > 0)
-        assert np.array_equal(b, masks['type'] > 0)
-        parts_seen |= set(np.unique(masks['parts']).tolist())
-        if b.sum() > 200:
-            sat = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1].astype(float)
-            sat_in.append(sat[b].mean())
-            sat_out.append(sat[~b].mean())
-    assert parts_seen == {0, 1, 2, 3}
-    # Metallic grey instruments against red tissue: far less saturated.
-    assert np.mean(sat_in) < 0.6 * np.mean(sat_out)
+@pytest.mark.parametrize('style', ['robotic', 'laparoscopic'])
+def test_effects_keep_masks_consistent_and_surround_background(style):
+    parts_seen, kinds, widths, squeezed = set(), set(), [], 0
+    for seed in range(4):
+        scene = make_scene(np.random.default_rng(seed + 10), 20, (128, 160), style=style)
+        kinds.add(scene.fov.kind)
+        outside = ~scene.view_mask()
+        squeezed += scene.output_size != scene.size
+        for i in range(0, 20, 2):
+            rgb, masks = render_frame(scene, i)
+            assert rgb.shape == (128, 160, 3) and masks['parts'].shape == (128, 160)
+            b = masks['binary'] == 1
+            assert np.array_equal(b, masks['parts'] > 0)
+            assert np.array_equal(b, masks['type'] > 0)
+            assert not b[outside].any()
+            if outside.any():
+                # The surround stays dark (no light reaches the sensor there).
+                assert rgb[outside].astype(float).mean() < 12
+            parts_seen |= set(np.unique(masks['parts']).tolist())
+        widths += [inst.look.shaft_w for inst in scene.instruments]
+    assert squeezed >= 1          # some sequences are wide video squeezed to 160 px
+    if style == 'robotic':
+        assert parts_seen == {0, 1, 2, 3}
+        assert kinds <= {'full', 'borders'}
+    else:
+        assert {0, 1, 3} <= parts_seen and 2 not in parts_seen   # no wrist on rigid tools
+        assert 'circle' in kinds
+        assert min(widths) < 12                                  # thin shafts (units of s)
+
+
+def test_styles_vary_the_field_of_view():
+    kinds = {style: [make_scene(np.random.default_rng(s), 2, (64, 96), style=style).fov.kind
+                     for s in range(30)] for style in ('robotic', 'laparoscopic', 'mixed')}
+    assert kinds['laparoscopic'].count('circle') >= 20
+    assert 'borders' in kinds['robotic'] and 'circle' not in kinds['robotic']
+    assert 'circle' in kinds['mixed'] and set(kinds['mixed']) - {'circle'}
+    radii = [make_scene(np.random.default_rng(s), 2, (64, 96), style='laparoscopic').fov
+             for s in range(30)]
+    cut = [f for f in radii if f.kind == 'circle' and (f.cy - f.r < 0 or f.cy + f.r > 64)]
+    inner = [f for f in radii if f.kind == 'circle' and f.cy - f.r >= 0 and f.cy + f.r <= 64]
+    assert cut and inner          # circles cut off by the frame and circles fully inside
 
 
 def test_hard_cases_occur():
     rng_scenes = [make_scene(np.random.default_rng(s), 150, (64, 96)) for s in range(12)]
     assert any(sc.smoke.max() > 0.9 for sc in rng_scenes)           # dense smoke bursts
-    assert any(0.2 < sc.smoke.max() < 0.9 for sc in rng_scenes)     # lighter smoke
+    assert any(((sc.smoke > 0.2) & (sc.smoke < 0.9)).any() for sc in rng_scenes)  # lighter
     assert all(sc.flashes for sc in rng_scenes)                      # specular flashes
     assert sum(bool(sc.folds) for sc in rng_scenes) >= 6             # tissue-fold occlusions
     assert any(len(sc.instruments) == 3 for sc in rng_scenes)
@@ -105,7 +152,8 @@ def test_cli_writes_layout_and_splits(tmp_path, capsys):
     assert meta.name == 'synth' and meta.fps == 10.0
     assert meta.splits == {'train': ['seq_000'], 'val': ['seq_001'],
                            'test': ['seq_002', 'seq_003']}
-    assert meta.classes['type'] == ['background', 'forceps', 'needle_driver', 'scissors']
+    assert meta.classes['type'] == TYPE_CLASSES['synth']
+    assert meta.classes['type'][:4] == ['background', 'forceps', 'needle_driver', 'scissors']
     assert sorted(p.name for p in (out / 'seq_002' / 'masks').iterdir()) == \
         ['binary', 'parts', 'type']
     assert sorted(p.name for p in (out / 'seq_002' / 'images').iterdir()) == \
@@ -120,3 +168,43 @@ def test_cli_bad_values_are_clear(tmp_path, capsys):
                      '--size', '64x96', '--val', '1', '--test', '1'])
     assert rc == 2
     assert 'val=1 and test=1 of 2' in capsys.readouterr().err
+
+
+def test_conditions_json_lists_every_frame_and_matches_the_render(tmp_path):
+    generate_dataset(tmp_path, sequences=2, frames=30, seed=2, size=(96, 128), style='mixed')
+    for seq in list_sequences(tmp_path):
+        cond = read_conditions(seq.path)
+        stems = [p.stem for p in seq.frames()]
+        assert cond is not None and sorted(cond) == stems          # every frame listed
+        assert all(set(t) <= set(CONDITIONS) for t in cond.values())
+    # The tags are those of the rendered frames (same scene, same seed).
+    rng = np.random.default_rng(np.random.SeedSequence([2, 0]))
+    tags: list[list[str]] = []
+    list(generate_sequence(rng, 30, (96, 128), tags=tags))
+    assert [read_conditions(tmp_path / 'seq_000')[f'{i:06d}'] for i in range(30)] == tags
+    assert read_conditions(tmp_path / 'missing') is None
+    (tmp_path / 'bad').mkdir()
+    (tmp_path / 'bad' / 'conditions.json').write_text('{"names": [], "frames": {"0": ["x"]}}')
+    with pytest.raises(ValueError, match='bad/conditions.json'):
+        read_conditions(tmp_path / 'bad')
+
+
+def test_condition_tags_are_true_of_the_frames():
+    counts = {c: 0 for c in CONDITIONS}
+    for seed in range(4):
+        scene = make_scene(np.random.default_rng(seed), 90, (64, 80))
+        for i in range(90):
+            _, masks, tags = render_frame_tagged(scene, i)
+            for t in tags:
+                counts[t] += 1
+            if 'smoke_burst' in tags:
+                assert scene.smoke[i] >= 0.5
+            else:
+                assert scene.smoke[i] < 0.5
+            if 'instrument_entering' in tags or 'fast_move' in tags:
+                assert masks['binary'].any()        # an instrument is in view
+            if 'tip_occluded' in tags:
+                assert any(s <= i < s + n for s, n, _ in scene.folds)
+            if 'specular_flash' in tags:
+                assert any(s <= i < s + n for s, n, *_ in scene.flashes)
+    assert all(counts[c] > 0 for c in CONDITIONS), counts
