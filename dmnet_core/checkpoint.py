@@ -33,12 +33,36 @@ from dmnet_core.model.encoder import load_state_dict_file
 log = logging.getLogger(__name__)
 
 FORMAT = 'dmnet-checkpoint/1'
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / 'models' / 'default.safetensors'
+MODELS_DIR = Path(__file__).resolve().parent / 'models'
+DEFAULT_CHECKPOINT = MODELS_DIR / 'default.safetensors'
+# The models shipped in the package, by task; the binary one is the default.
+SHIPPED_CHECKPOINTS = {
+    'binary': DEFAULT_CHECKPOINT,
+    'parts': MODELS_DIR / 'parts.safetensors',
+    'type': MODELS_DIR / 'type.safetensors',
+}
 TORCH_SUFFIXES = ('.pth', '.pt')
 
 
 class CheckpointMismatchError(ValueError):
     """The weights do not fit the architecture their configuration describes."""
+
+
+def shipped_checkpoint(task: str) -> Path:
+    """The checkpoint shipped for `task` ('binary', 'parts' or 'type').
+
+    Raises:
+        ValueError: an unknown task.
+        FileNotFoundError: no model is shipped for the task (names the file and the recipe).
+    """
+    if task not in SHIPPED_CHECKPOINTS:
+        raise ValueError(f'unknown task {task!r}; shipped models are for '
+                         f'{list(SHIPPED_CHECKPOINTS)}')
+    path = SHIPPED_CHECKPOINTS[task]
+    if not path.is_file():
+        raise FileNotFoundError(f'no model shipped for task {task!r} (expected {path}); train one '
+                                f'with config/train_synth_{task}.yaml or give a checkpoint')
+    return path
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, cfg: ModelConfig,

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from dmnet_core.allocator import reuse_freed_memory
-from dmnet_core.checkpoint import DEFAULT_CHECKPOINT, build_from_checkpoint
+from dmnet_core.checkpoint import DEFAULT_CHECKPOINT, build_from_checkpoint, shipped_checkpoint
 from dmnet_core.config import GlobalMemoryConfig, ModelConfig
 from dmnet_core.model.dmnet import DMNet, build_model, init_batchnorm_stats
 from dmnet_core.model.fuse import fold_batchnorm
@@ -314,12 +314,13 @@ def default_model() -> tuple[DMNet, ModelConfig]:
 def load_segmenter(checkpoint: str | Path | None = None, device: str = 'auto', *,
                    precision: str = 'auto', inference_size: tuple[int, int] | None = None,
                    memory: dict[str, Any] | None = None,
-                   torch_compile: bool = False) -> Segmenter:
+                   torch_compile: bool = False, task: str | None = None) -> Segmenter:
     """Load a Segmenter: the public entry point for the node, the CLIs and outside scripts.
 
     Args:
-        checkpoint: a `.safetensors` checkpoint; None loads the default model shipped in
-            `dmnet_core/models/default.safetensors` (or a seeded random stand-in, with a log line).
+        checkpoint: a `.safetensors` checkpoint; None loads the model shipped for `task`: the
+            default binary model `dmnet_core/models/default.safetensors` (or a seeded random
+            stand-in, with a log line), `parts.safetensors` or `type.safetensors`.
         device: 'auto' (CUDA if available, else CPU with a warning), 'cpu', 'cuda', 'cuda:N'.
         precision: 'auto' (fp16 on CUDA, fp32 on CPU), 'fp32', 'fp16', 'bf16'.
         inference_size: (H, W) multiples of 32, overriding the config's `input_size`.
@@ -329,10 +330,14 @@ def load_segmenter(checkpoint: str | Path | None = None, device: str = 'auto', *
         torch_compile: torch.compile encoder and decoder (`Segmenter.compile_network`; ~20 % faster
             per step on the 2-core CPU here, a few seconds to a minute at start-up; falls back
             to eager with a warning if compiling fails).
+        task: None or '' = any (the binary default when no checkpoint is given); 'binary',
+            'parts' or 'type' picks the shipped model for that task, or, with a checkpoint,
+            checks that the checkpoint is for it.
 
     Raises:
         FileNotFoundError: the checkpoint path does not exist (names it).
-        ValueError: bad device, precision, size, overrides, or a checkpoint that does not fit.
+        ValueError: bad device, precision, size, overrides, a checkpoint that does not fit, or
+            one for another task.
 
     On a CPU this also sets glibc's malloc thresholds for the whole process (see
     `dmnet_core.allocator`; `DMNET_DEFAULT_MALLOC=1` opts out).
@@ -341,6 +346,8 @@ def load_segmenter(checkpoint: str | Path | None = None, device: str = 'auto', *
     if dev.type == 'cpu':
         # Per-frame activations reuse heap pages instead of page-faulting fresh ones each step.
         reuse_freed_memory()
+    if checkpoint is None and task and task != 'binary':
+        checkpoint = shipped_checkpoint(task)
     if checkpoint is None:
         model, cfg = default_model()
     else:
@@ -348,6 +355,9 @@ def load_segmenter(checkpoint: str | Path | None = None, device: str = 'auto', *
         if not path.is_file():
             raise FileNotFoundError(f'checkpoint not found: {path}')
         model, cfg = build_from_checkpoint(path)
+    if task and cfg.task != task:
+        raise ValueError(f'task {task!r} asked for, but checkpoint '
+                         f'{checkpoint or DEFAULT_CHECKPOINT} is for {cfg.task!r}')
     if memory:
         cfg, local, glob = _apply_memory_overrides(cfg, memory)
         model.set_memory_enabled(local=local, global_=glob)

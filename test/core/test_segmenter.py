@@ -222,6 +222,25 @@ def test_load_segmenter_options(tmp_path, caplog):
         load_segmenter(path, device='tpu')
 
 
+def test_load_segmenter_task_picks_the_shipped_model(tmp_path, monkeypatch):
+    import dmnet_core.checkpoint as ckpt
+    cfg = tiny_config()
+    cfg.task, cfg.class_names = 'parts', ['background', 'shaft', 'wrist', 'clasper']
+    torch.manual_seed(0)
+    parts = save_checkpoint(tmp_path / 'parts.safetensors', build_model(cfg), cfg)
+    monkeypatch.setitem(ckpt.SHIPPED_CHECKPOINTS, 'parts', parts)
+    monkeypatch.setitem(ckpt.SHIPPED_CHECKPOINTS, 'type', tmp_path / 'absent.safetensors')
+    seg = load_segmenter(device='cpu', task='parts')
+    assert seg.task == 'parts' and seg.class_names[1] == 'shaft'
+    assert load_segmenter(parts, device='cpu', task='parts').task == 'parts'
+    with pytest.raises(ValueError, match="task 'binary' asked for.*'parts'"):
+        load_segmenter(parts, device='cpu', task='binary')
+    with pytest.raises(FileNotFoundError, match="no model shipped for task 'type'.*absent"):
+        load_segmenter(device='cpu', task='type')
+    with pytest.raises(ValueError, match="unknown task 'tools'"):
+        load_segmenter(device='cpu', task='tools')
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the error on a machine without CUDA')
 def test_unavailable_cuda_is_a_clear_error():
     with pytest.raises(ValueError, match='CUDA is not available'):
