@@ -21,6 +21,7 @@ from types import FrameType
 from typing import Any
 
 import rclpy
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
@@ -83,8 +84,12 @@ def run(node_factory: Callable[[], Any], args: list[str] | None = None) -> int:
     stopper = _Stopper()
     stopper.loading = True              # until the model loop runs, a signal ends it all
     stopper.install()
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     logger = rclpy.logging.get_logger('dmnet')
+    try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except RCLError as exc:     # e.g. `-p mask_topic:=` (rcl logs its own line first)
+        logger.fatal(f'invalid parameter or argument: {_one_line(exc).split(", at ")[0]}')
+        return EXIT_CONFIG
     node = executor = spinner = None
     code = EXIT_OK
     try:

@@ -213,6 +213,8 @@ class SegmentNode(LifecycleNode):
 
         p = self.p
         ckpt = p['checkpoint'] or None
+        self.get_logger().info(f'loading model: checkpoint={p["checkpoint"] or "(shipped model)"} '
+                               f'device={p["device"]} precision={p["precision"]}')
         try:
             seg = load_segmenter(ckpt, p['device'], precision=p['precision'],
                                  inference_size=node_params.inference_size(p),
