@@ -70,8 +70,9 @@ def segmentation_problems(v: dict[str, Any], cfg: DiagConfig) -> list[tuple[int,
     if v['seconds_since_reject'] < RECENT_S:
         out.append((WARN, f'rejected frames: {v["last_error"]}'))
     if v['seconds_since_lost'] < RECENT_S:
-        out.append((WARN, f'frames lost in transport: {v["frames_lost_in_transport"]} '
-                          f'(input {v.get("input_reliability", "?")})'))
+        out.append((WARN, f'frames lost in transport: {v["frames_lost_in_transport"]} lost, '
+                          f'{v.get("frames_skipped_in_transport", 0)} skipped (input '
+                          f'{v.get("input_reliability", "?")})'))
     if not v.get('active', True):
         return out
     quiet = min(v['seconds_since_frame'], v.get('seconds_active', 0.0))

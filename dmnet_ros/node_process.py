@@ -7,6 +7,12 @@ handler raises `Interrupted` so that work is abandoned at once instead of finish
 process then stops the executor, destroys the node and exits 0. `ros2 launch` sends SIGINT,
 then SIGTERM: both end the same way.
 
+One executor thread runs every callback (frames, reset, diagnostics, lifecycle services); the
+model runs on the main thread, so a slow step never delays them. A single-threaded executor:
+rclpy's multi-threaded one took large frames measurably slower here (bench/camera_rates.py,
+1280x1024 at 30 Hz: 16-24 frames answered of 90 against 33-37), and the only long callback, a
+manager's configure loading a model, runs while no frame is taken anyway.
+
 Exit codes: 0 stopped by a signal or shut down, 2 bad configuration (a parameter or the model
 at start-up: one line through the ROS logger), 1 anything unexpected.
 """
@@ -23,14 +29,13 @@ from typing import Any
 import rclpy
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
-EXECUTOR_THREADS = 2        # one for the lifecycle services, one for frames / reset / diagnostics
 PRIMARY_STATES = (1, 2, 3)  # lifecycle_msgs/State: unconfigured, inactive, active
 
 
@@ -60,7 +65,7 @@ class _Stopper:
             raise Interrupted()
 
 
-def _spin(executor: MultiThreadedExecutor) -> None:
+def _spin(executor: SingleThreadedExecutor) -> None:
     try:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException, Interrupted):
@@ -100,7 +105,7 @@ def run(node_factory: Callable[[], Any], args: list[str] | None = None) -> int:
             node, code = None, EXIT_CONFIG
         if node is not None:
             stopper.node = node
-            executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
+            executor = SingleThreadedExecutor()
             executor.add_node(node)
             spinner = threading.Thread(target=_spin, args=(executor,), name='dmnet-executor',
                                        daemon=True)

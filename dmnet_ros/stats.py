@@ -33,7 +33,9 @@ class FrameStats:
 
     Invariant once the worker is idle: received == answered + dropped + rejected. Frames the
     transport lost before they reached the node are counted apart (`lost_in_transport`, from
-    rclpy's message_lost event), as are frames whose stamps are not in the node's clock.
+    rclpy's message_lost event; `skipped_in_transport`, from gaps in the publisher's sequence
+    numbers, which also covers frames overwritten in the reader queue), as are frames whose
+    stamps are not in the node's clock.
     """
 
     def __init__(self, latency_window: int = 200) -> None:
@@ -50,6 +52,7 @@ class FrameStats:
         self.last_reset_reason = ''
         self.inference_ms = 0.0
         self.lost_in_transport = 0
+        self.skipped_in_transport = 0     # publisher sequence-number gaps
         self.last_lost_time = -1e9        # monotonic time of the last transport loss
         self.last_received_time = -1e9    # monotonic time of the last received frame
         self.stamps_off_clock = 0         # frames stamped outside the node's clock
@@ -75,6 +78,14 @@ class FrameStats:
             return
         with self._lock:
             self.lost_in_transport += n
+            self.last_lost_time = time.monotonic()
+
+    def on_skipped(self, n: int) -> None:
+        """Frames missing between two received ones (publisher sequence numbers)."""
+        if n <= 0:
+            return
+        with self._lock:
+            self.skipped_in_transport += n
             self.last_lost_time = time.monotonic()
 
     def on_stamp_delay(self, delay_s: float, in_clock: bool) -> None:
@@ -154,6 +165,7 @@ class FrameStats:
                 'seconds_since_lost': now - self.last_lost_time,
                 'seconds_since_frame': now - self.last_received_time,
                 'frames_lost_in_transport': self.lost_in_transport,
+                'frames_skipped_in_transport': self.skipped_in_transport,
                 'stamps_off_clock': self.stamps_off_clock,
                 'stamp_offset_s': self.last_stamp_offset_s,
                 'latency_samples': int(lat.size),

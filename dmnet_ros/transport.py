@@ -12,6 +12,12 @@ soon as one does not, re-checked every diagnostics period and on an incompatible
 Depth stays 1 either way (KEEP_LAST: a reliable reader never blocks the writer), so the newest
 frame wins and nothing queues.
 
+Frames that never reach the node are counted two ways: `message_lost` events (what the DDS
+reader itself reports lost) and gaps in the publisher's sequence numbers (rclpy's MessageInfo):
+a gap also covers a frame that arrived but was overwritten in the depth-1 reader queue before
+the executor took it. Gaps are counted while exactly one publisher sends (sequence numbers are
+per publisher), from the first frame the node receives on.
+
 Names: the raw input is the relative topic `image`; the compressed one is `<image>/compressed`
 and camera_info is `camera_info` beside the image topic (`/cam/image_raw` ->
 `/cam/camera_info`), both derived from the resolved (remapped) image topic as image_transport
@@ -88,12 +94,15 @@ class ImageInput:
         on_compressed: called with each sensor_msgs/CompressedImage (compressed transport).
         on_camera_info: called with each sensor_msgs/CameraInfo.
         on_lost: called with the number of frames the transport reports lost.
+        on_skipped: called with the number of frames missing between two received ones
+            (publisher sequence numbers).
         group: callback group of every subscription.
     """
 
     def __init__(self, node: Node, params: dict[str, Any], on_image: Callable[[Image], None],
                  on_compressed: Callable[[CompressedImage], None],
                  on_camera_info: Callable[[CameraInfo], None], on_lost: Callable[[int], None],
+                 on_skipped: Callable[[int], None] | None = None,
                  group: CallbackGroup | None = None) -> None:
         self._node = node
         self._group = group
@@ -101,6 +110,8 @@ class ImageInput:
         self._on_compressed = on_compressed
         self._on_camera_info = on_camera_info
         self._on_lost = on_lost
+        self._on_skipped = on_skipped or (lambda _n: None)
+        self._last_seq: int | None = None
         self.image_topic = node.resolve_topic_name('image')
         self.compressed = params['image_transport'] == 'compressed'
         self.topic = (node.resolve_topic_name(params['compressed_topic'])
@@ -164,12 +175,25 @@ class ImageInput:
         events = SubscriptionEventCallbacks(
             message_lost=lambda info: self._on_lost(int(info.total_count_change)),
             incompatible_qos=self._on_incompatible)
-        msg_type, callback = ((CompressedImage, self._on_compressed) if self.compressed
-                              else (Image, self._on_image))
+        msg_type = CompressedImage if self.compressed else Image
+        self._last_seq = None
         self._sub = self._node.create_subscription(
-            msg_type, self.topic, callback, qos(reliability, self.depth),
+            msg_type, self.topic, self._on_message, qos(reliability, self.depth),
             callback_group=self._group, event_callbacks=events)
         self.reliability = reliability
+
+    def _on_message(self, msg: Image | CompressedImage, info: dict[str, Any]) -> None:
+        seq = info.get('publication_sequence_number')
+        if seq is not None and self._node.count_publishers(self.topic) == 1:
+            if self._last_seq is not None and seq > self._last_seq + 1:
+                self._on_skipped(int(seq - self._last_seq - 1))
+            self._last_seq = int(seq)
+        else:
+            self._last_seq = None      # several publishers: their numbers interleave
+        if self.compressed:
+            self._on_compressed(msg)
+        else:
+            self._on_image(msg)
 
     def _on_incompatible(self, _info: Any) -> None:
         # A best-effort publisher met our reliable reader: the next refresh switches (this

@@ -1,8 +1,9 @@
 """A camera driver stand-in, run as its own process by the tests and bench/camera_rates.py.
 
 Publishes `--count` frames of random content on `--topic` at `--rate` Hz with the QoS a driver
-uses (`--reliability`, depth 1), stamped with the ROS clock; optionally the image_transport
-`<topic>/compressed` copy of each frame (same stamp) and `camera_info` beside the topic. Waits
+uses (`--reliability`; `--depth` 10 as rclcpp's default QoS), stamped with the ROS clock;
+optionally the image_transport `<topic>/compressed` copy of each frame (same stamp) and
+`camera_info` beside the topic. Waits
 for a subscriber on each of its topics first, then prints one JSON line:
 {"sent": N, "stamps": [[sec, nanosec], ...]}.
 
@@ -30,6 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--height', type=int, default=480)
     p.add_argument('--encoding', default='rgb8', choices=('rgb8', 'bgr8'))
     p.add_argument('--reliability', default='reliable', choices=('reliable', 'best_effort'))
+    p.add_argument('--depth', type=int, default=10, help='publisher history depth (KEEP_LAST)')
     p.add_argument('--count', type=int, default=10)
     p.add_argument('--rate', type=float, default=5.0)
     p.add_argument('--compressed', action='store_true', help='also publish <topic>/compressed')
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rclpy.init()
     node = rclpy.create_node('camera')
-    qos = QoSProfile(depth=1, reliability=(ReliabilityPolicy.RELIABLE
+    qos = QoSProfile(depth=args.depth, reliability=(ReliabilityPolicy.RELIABLE
                                            if args.reliability == 'reliable'
                                            else ReliabilityPolicy.BEST_EFFORT))
     pub = node.create_publisher(Image, args.topic, qos)

@@ -73,7 +73,8 @@ def _key(header) -> tuple[int, int]:
 def _counts(diag: DiagnosticsWatch) -> dict[str, int]:
     v = diag.latest()[1]
     return {k: int(v[k]) for k in ('frames_received', 'frames_answered', 'frames_dropped',
-                                   'frames_rejected', 'frames_lost_in_transport')}
+                                   'frames_rejected', 'frames_lost_in_transport',
+                                   'frames_skipped_in_transport')}
 
 
 @pytest.mark.parametrize('width, height, encoding', [(1280, 1024, 'rgb8'), (1920, 1080, 'bgr8')])

@@ -183,7 +183,7 @@ def test_diagnostics_levels_and_reasons():
     assert s.level == d.WARN and 'does not keep up' in s.message
     lost = dict(flowing, seconds_since_lost=1.0, frames_lost_in_transport=7)
     s = d.segmentation_status(_diag_values(**lost), cfg, 'n', 'h')
-    assert s.level == d.WARN and 'lost in transport: 7' in s.message
+    assert s.level == d.WARN and 'lost in transport: 7 lost' in s.message
     values = {kv.key: kv.value for kv in s.values}
     assert values['frames_lost_in_transport'] == '7'
     # A model fault outranks everything.
