@@ -2,8 +2,8 @@
 
 Why `input.reliability: auto` (measured with Fast DDS 3.2, Kilted wheels, two processes on one
 host, see README "The node"): a frame larger than about 512 KB (640x480 rgb8 and up) is split
-into fragments, and the first sending of those fragments loses some of them whatever transport
-carries it (shared memory, UDP, even with larger socket buffers on both sides). A best-effort
+into fragments, and the fragments that do not fit the sender's shared-memory segment (512 KB
+by default, a setting of the camera's process) are lost on the first sending. A best-effort
 reader never gets a fragment again, so it loses the whole frame: 0-3 of 10 frames of 640x480,
 1280x1024 and 1920x1080 arrived. A reliable reader asks for the missing fragments (a reliable
 writer resends them) and got 10 of 10. A reliable reader cannot match a best-effort writer,
