@@ -190,7 +190,9 @@ def test_sigint_while_the_model_loads_exits_0_without_error_lines():
         proc.proc.send_signal(signal.SIGINT)
         assert proc.wait_exit(15) == 0
         out = proc.output()
-        assert 'dmnet ready' not in out or 'model loaded' in out
+        # Loading the model takes seconds (torch import and weights): it was abandoned, the
+        # node never became active.
+        assert 'dmnet ready' not in out, out[-3000:]
         assert not [m for m in ERROR_MARKS if m in out], out[-3000:]
 
 
