@@ -2,8 +2,8 @@
 
 Clean stops: rclpy's own signal handlers are off (they shut the context down under a model
 step that is about to publish: "publisher's context is invalid"). SIGINT and SIGTERM instead
-ask the model loop to return; when the main thread is loading the model or inside a step, the
-handler raises `Interrupted` so that work is abandoned at once instead of finishing. The
+ask the model loop to return; when the main thread is loading the model, inside a step or
+waiting for a frame, the handler raises `Interrupted` so that it stops at once. The
 process then stops the executor, destroys the node and exits 0. `ros2 launch` sends SIGINT,
 then SIGTERM: both end the same way.
 
@@ -61,7 +61,7 @@ class _Stopper:
         node = self.node
         if node is not None:
             node._stopping = True   # no lock: this runs on the main thread, maybe inside it
-        if first and (self.loading or (node is not None and node.in_step)):
+        if first and (self.loading or (node is not None and (node.in_step or node.idle))):
             raise Interrupted()
 
 

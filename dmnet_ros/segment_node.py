@@ -104,8 +104,10 @@ class SegmentNode(ManagedNode, LifecycleNode):
         self._pubs: dict[str, Any] = {}
         self._diag_timer = None
         self._active_since: float | None = None
-        # True while the model loop is inside a step: a signal may then abandon it at once.
+        # True while the model loop is inside a step or waiting for a frame: a signal may then
+        # abandon it at once (see node_process).
         self.in_step = False
+        self.idle = False
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_service(Trigger, '~/reset', self._on_reset, callback_group=self.io_group)
 
@@ -203,9 +205,11 @@ class SegmentNode(ManagedNode, LifecycleNode):
         """Take frames and reset requests until `request_stop()`."""
         while True:
             with self._cond:
+                self.idle = True        # a signal may interrupt the wait at once
                 while self._slot is None and self._reset_request is None \
                         and not self._stopping:
                     self._cond.wait(timeout=0.5)
+                self.idle = False
                 if self._stopping:
                     return
                 frame, self._slot = self._slot, None
