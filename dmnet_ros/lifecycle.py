@@ -159,9 +159,10 @@ class ManagedNode:
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
-        for pub in self._pubs.values():
-            self.destroy_publisher(pub)
-        self._pubs = {}
+        with self.outputs_lock:      # not while the model loop publishes
+            for pub in self._pubs.values():
+                self.destroy_publisher(pub)
+            self._pubs = {}
 
     def _publish_labels(self) -> None:
         seg = self.segmenter

@@ -100,6 +100,8 @@ class SegmentNode(ManagedNode, LifecycleNode):
         self._hardware_id = f'dmnet/{self.p["device"]}'
         self._camera_infos: collections.deque[CameraInfo] = collections.deque(
             maxlen=CAMERA_INFO_KEEP)
+        self._info_lock = threading.Lock()
+        self.outputs_lock = threading.Lock()     # publishers vs. their destruction
         self._input: transport.ImageInput | None = None
         self._pubs: dict[str, Any] = {}
         self._diag_timer = None
@@ -185,7 +187,8 @@ class SegmentNode(ManagedNode, LifecycleNode):
         self._offer(_Frame(msg.header, msg, compressed=True))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._camera_infos.append(msg)
+        with self._info_lock:
+            self._camera_infos.append(msg)
 
     def _on_reset(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
         """Answers at once: the model loop clears the memory before its next frame."""
@@ -286,20 +289,22 @@ class SegmentNode(ManagedNode, LifecycleNode):
             inference_ms = float(seg.last_inference_ms)
             self._bank_size = int(seg.memory_size)
             self._frames_since_reset = int(seg.frames_seen)
-        if self._stopping or not self._pubs:    # stopping or unconfigured: publish nothing
-            self.stats.on_dropped()
-            return
-        # 3. publish
+        # 3. publish (under the outputs lock: a cleanup may destroy the publishers meanwhile)
         mask = np.asarray(mask, dtype=np.uint8)
         if mask.shape != (h, w):  # the contract is input resolution; enforce it
             mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
         out = np.where(mask > 0, 255, 0).astype(np.uint8) \
             if self.p['mask_value_mode'] == 'binary_255' else mask
-        self._pubs['mask'].publish(image_codec.mask_to_image(out, frame.header))
-        self._publish_camera_info(frame.header)
-        if self._pubs['overlay'].get_subscription_count() > 0:
-            over = blend_overlay(rgb, mask, self._palette, float(self.p['overlay.alpha']))
-            self._pubs['overlay'].publish(image_codec.array_to_image(over, 'rgb8', frame.header))
+        with self.outputs_lock:
+            if self._stopping or not self._pubs:    # stopping or unconfigured: publish nothing
+                self.stats.on_dropped()
+                return
+            self._pubs['mask'].publish(image_codec.mask_to_image(out, frame.header))
+            self._publish_camera_info(frame.header)
+            if self._pubs['overlay'].get_subscription_count() > 0:
+                over = blend_overlay(rgb, mask, self._palette, float(self.p['overlay.alpha']))
+                self._pubs['overlay'].publish(image_codec.array_to_image(over, 'rgb8',
+                                                                         frame.header))
         self.stats.on_answered(self._latency_ms(frame.header), inference_ms)
 
     def _latency_ms(self, header: Header) -> float | None:
@@ -314,9 +319,10 @@ class SegmentNode(ManagedNode, LifecycleNode):
 
     def _publish_camera_info(self, header: Header) -> None:
         """The camera's CameraInfo with this mask's header (same stamp preferred)."""
-        if not self._camera_infos:
+        with self._info_lock:
+            infos = list(self._camera_infos)
+        if not infos:
             return
-        infos = list(self._camera_infos)
         key = (header.stamp.sec, header.stamp.nanosec)
         info = next((i for i in reversed(infos)
                      if (i.header.stamp.sec, i.header.stamp.nanosec) == key), infos[-1])
