@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> dict:
         'masks_received': int(lat.size),
         'fastdds_profile': args.fastdds_profile or '(Fast DDS defaults)',
         'input_reliability': next((p.split(':=')[1] for p in args.param
-                                   if p.startswith('input.reliability:=')), 'best_effort'),
+                                   if p.startswith('input.reliability:=')), 'auto'),
         'node_frames_received': int(values.get('frames_received', -1)),
         'node_frames_dropped': int(values.get('frames_dropped', -1)),
         'e2e_latency_ms_p50': pct(50),

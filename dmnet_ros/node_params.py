@@ -1,18 +1,20 @@
 """Every parameter of the `dmnet` node, declared in one place with its descriptor and check.
 
-Read-only parameters need a model reload (or new publishers) to change, so they can only be
-set at start-up (`--params-file config/dmnet.yaml` or `-p name:=value`). The others can be
-changed at run time with `ros2 param set`; the node checks each new value with `check_value`
-and rejects a bad one with the reason (ranges are also in the descriptors).
+Three kinds: read-only parameters (topics, QoS) are set at start-up (`--params-file
+config/dmnet.yaml` or `-p name:=value`); model and memory parameters (`reconfigure`) can be set
+at any time but take effect on the next lifecycle `configure` (the model is built there); the
+others change at run time with `ros2 param set`. The node checks each new value with
+`check_value` and rejects a bad one with the reason (ranges are also in the descriptors).
 
 `debug.inject_fault_every` is a TEST HOOK: n > 0 makes every n-th model step raise
 RuntimeError('CUDA error: injected') through `Segmenter.fault_hook`, to exercise the fault path
-(log, reset the memory, keep going) on a CPU.
+(log, reset the memory, keep going) on a CPU. `debug.step_delay_s` (TEST HOOK) makes each step
+that much slower, through the same hook, for tests of a node busy in a slow step.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -28,6 +30,7 @@ MEMORY_DEFAULTS = {
 }
 DEVICE_RE = re.compile(r'^(auto|cpu|cuda|cuda:\d+)$')
 MAX_INFERENCE_SIDE = 4096
+OUTPUT_TOPICS = ('mask_topic', 'overlay_topic', 'labels_topic')
 
 
 @dataclass(frozen=True)
@@ -41,13 +44,17 @@ class ParamSpec:
     int_range: tuple[int, int] | None = None
     float_range: tuple[float, float] | None = None
     choices: tuple[str, ...] = field(default_factory=tuple)
+    reconfigure: bool = False
 
     def descriptor(self) -> ParameterDescriptor:
         """The ParameterDescriptor rclpy enforces (type, read_only, scalar ranges)."""
         desc = self.description
         if self.choices:
             desc += ' One of: ' + ', '.join(repr(c) for c in self.choices) + '.'
-        d = ParameterDescriptor(description=desc, read_only=self.read_only)
+        if self.reconfigure:
+            desc += ' Takes effect on the next configure.'
+        d = ParameterDescriptor(description=desc,
+                                read_only=self.read_only and not self.reconfigure)
         if self.int_range is not None:
             d.integer_range = [IntegerRange(from_value=self.int_range[0],
                                             to_value=self.int_range[1], step=1)]
@@ -94,15 +101,28 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('memory.global_enabled', True, 'Use the global memory bank (false switches it '
               'off; true = as the checkpoint has it).'),
     # Topics and QoS (read-only: fixed when the subscriptions/publishers are created).
-    ParamSpec('compressed_topic', 'image/compressed', 'sensor_msgs/CompressedImage input '
-              "(jpeg/png), beside the raw 'image' topic; '' = do not subscribe."),
-    ParamSpec('mask_topic', '/dmnet/mask', 'Output mono8 class-id mask.'),
-    ParamSpec('overlay_topic', '/dmnet/overlay', 'Output rgb8 overlay (computed only while '
+    # Relative names resolve in the node's namespace: /dmnet/mask at the root, /left/dmnet/mask
+    # under /left. The input is the relative topic 'image' (remap it).
+    ParamSpec('image_transport', 'raw', "Input transport, one at a time as image_transport "
+              "does: 'raw' subscribes sensor_msgs/Image on 'image', 'compressed' subscribes "
+              'sensor_msgs/CompressedImage (jpeg/png) on compressed_topic.',
+              choices=('raw', 'compressed')),
+    ParamSpec('compressed_topic', '', "CompressedImage input when image_transport is "
+              "'compressed'; '' = the resolved image topic + '/compressed'."),
+    ParamSpec('camera_info_topic', '', "sensor_msgs/CameraInfo input republished beside the "
+              "mask (<mask_topic's namespace>/camera_info) with each mask's header; '' = "
+              "'camera_info' beside the resolved image topic (image_pipeline's convention)."),
+    ParamSpec('mask_topic', 'dmnet/mask', 'Output mono8 class-id mask (relative: in the '
+              "node's namespace)."),
+    ParamSpec('overlay_topic', 'dmnet/overlay', 'Output rgb8 overlay (computed only while '
               'subscribed).'),
-    ParamSpec('labels_topic', '/dmnet/labels', 'Class names as std_msgs/String JSON '
+    ParamSpec('labels_topic', 'dmnet/labels', 'Class names as std_msgs/String JSON '
               '(transient local).'),
-    ParamSpec('input.reliability', 'best_effort', 'Input QoS reliability; best_effort also '
-              'receives from reliable publishers.', choices=('best_effort', 'reliable')),
+    ParamSpec('input.reliability', 'auto', "Input QoS reliability. 'auto': reliable while "
+              'every publisher of the input offers reliable (lost fragments of large frames '
+              'are repaired), best_effort as soon as a best-effort publisher appears (the only '
+              'way to match it); re-checked every diagnostics period.',
+              choices=('auto', 'best_effort', 'reliable')),
     ParamSpec('input.depth', 1, 'Input QoS history depth (1 never builds a stale queue).',
               int_range=(1, 100)),
     ParamSpec('output.reliability', 'reliable', 'Output QoS reliability; reliable reaches '
@@ -110,6 +130,21 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('output.depth', 5, 'Output QoS history depth.', int_range=(1, 100)),
     ParamSpec('diagnostics.period_s', 1.0, 'Period of /diagnostics messages.',
               float_range=(0.05, 60.0)),
+    ParamSpec('diagnostics.stale_s', 3.0, 'WARN when no frame arrived for this long while a '
+              'publisher of the input is matched.', float_range=(0.1, 86400.0)),
+    ParamSpec('diagnostics.min_rate_hz', 0.0, 'Frequency status: lowest acceptable input '
+              'rate (0 = no lower bound).', float_range=(0.0, 10000.0)),
+    ParamSpec('diagnostics.max_rate_hz', 0.0, 'Frequency status: highest acceptable input '
+              'rate (0 = no upper bound).', float_range=(0.0, 10000.0)),
+    ParamSpec('diagnostics.min_answered_ratio', 0.5, 'WARN when the answered rate falls '
+              'below this fraction of the input rate (the model does not keep up).',
+              float_range=(0.0, 1.0)),
+    ParamSpec('diagnostics.max_stamp_delay_s', 10.0, 'Timestamp status: a frame stamped more '
+              "than this before the node's clock (or over 1 s after it) is not in the node's "
+              'clock (a bag played without --clock): latency is then not reported.',
+              float_range=(0.0, 86400.0)),
+    ParamSpec('autostart', True, 'Configure and activate at start-up (false: stay '
+              'unconfigured for a lifecycle manager).'),
     # Run-time tunables.
     ParamSpec('mask_value_mode', 'class_ids', "Mask pixel values: class ids, or 0/255 "
               "('binary_255', binary task only).", read_only=False,
@@ -124,7 +159,14 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('debug.inject_fault_every', 0, 'TEST HOOK: make every n-th model step raise '
               "RuntimeError('CUDA error: injected'); 0 = off.", read_only=False,
               int_range=(0, 1000000)),
+    ParamSpec('debug.step_delay_s', 0.0, 'TEST HOOK: each model step also sleeps this long '
+              '(a slow step on any machine); 0 = off.', read_only=False,
+              float_range=(0.0, 60.0)),
 )
+# Settable at any time, used when the lifecycle `configure` builds the model.
+RECONFIGURE = ('checkpoint', 'device', 'precision', 'inference_size', 'task', 'torch_compile',
+               'use_cv_bridge') + tuple(p.name for p in PARAMS if p.name.startswith('memory.'))
+PARAMS = tuple(replace(p, reconfigure=True) if p.name in RECONFIGURE else p for p in PARAMS)
 SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
 
 
@@ -149,7 +191,7 @@ def check_value(name: str, value: Any) -> str | None:
             palette_table([int(x) for x in value])
         except ValueError as exc:
             return f'overlay.palette: {exc}'
-    if name.endswith('_topic') and name != 'compressed_topic' and not value:
+    if name in OUTPUT_TOPICS and not str(value).strip():
         return f'{name} must not be empty'
     return None
 

@@ -1,18 +1,27 @@
 """The `dmnet` node: endoscope images in, instrument masks, overlay, labels and diagnostics out.
 
+Reads as: parameters (node_params) -> convert (image_codec) -> `Segmenter.step` -> publish.
+The pieces around it live in modules of their own: the lifecycle transitions (what configure,
+activate, deactivate and cleanup create and free) in `lifecycle`, the input subscription, its
+QoS and camera_info in `transport`, /diagnostics in `diagnostics`, the process (signals,
+executor, autostart, exit codes) in `node_process`. With `autostart: true` (the default) the
+process configures and activates the node by itself.
+
 Threads: the executor thread runs the subscription callbacks (validate, then put the frame in
 a one-slot buffer: a newer frame replaces an unprocessed one, which counts as dropped), the
-reset service and the diagnostics timer; the model loop decodes, runs `Segmenter.step` and
-publishes. `main()` runs the model loop on the process's main thread and spins the executor in a
-background thread: PyTorch's CPU kernels measured about 1.4x slower when called from a second
-Python thread (its OpenMP team), so the heavy work stays where it runs fastest. Every received
-frame ends up answered, dropped or rejected.
+reset service, the diagnostics timer and the lifecycle services; the model loop decodes, runs
+`Segmenter.step` and publishes. The process runs the model loop on its main thread (PyTorch's
+CPU kernels measured about 1.4x slower from a second Python thread). `~/reset` only records the
+request, so it answers at once; the model loop clears the memory before its next frame. Every
+received frame ends up answered, dropped or rejected; frames the transport lost are counted.
 
-Topics (defaults; the output names are parameters so a second camera can use its own):
-  in   image (sensor_msgs/Image, relative: remap it), image/compressed (CompressedImage)
-  out  /dmnet/mask (mono8), /dmnet/overlay (rgb8), /dmnet/labels (String JSON, transient
-       local), /diagnostics (DiagnosticArray)
-  srv  ~/reset (std_srvs/Trigger): clear the video memory.
+Topics (relative names resolve in the node's namespace: /dmnet/mask at the root,
+/left/dmnet/mask under /left):
+  in   image (sensor_msgs/Image, relative: remap it) or, with image_transport:=compressed,
+       <image>/compressed (CompressedImage); camera_info beside the image (CameraInfo)
+  out  dmnet/mask (mono8), dmnet/overlay (rgb8), dmnet/labels (String JSON, transient local),
+       dmnet/camera_info (the camera's CameraInfo with each mask's header), /diagnostics
+  srv  ~/reset (std_srvs/Trigger): clear the video memory; the lifecycle services.
 The memory also resets when the image size changes, when stamps go backwards (a looped bag)
 or jump forward by more than `reset.time_jump_s` (a new case), and after a model fault.
 
@@ -20,45 +29,31 @@ Run: `segment_node --ros-args --params-file config/dmnet.yaml -r image:=/endosco
 """
 from __future__ import annotations
 
-import json
-import sys
+import collections
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.lifecycle import LifecycleNode
 from rclpy.parameter import Parameter
-from rclpy.qos import (
-    DurabilityPolicy,
-    HistoryPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
-)
-from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Header, String
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
-from dmnet_ros import image_codec, node_params
+from dmnet_ros import diagnostics, image_codec, node_params, transport
+from dmnet_ros.lifecycle import ManagedNode, StartupError  # noqa: F401 (StartupError: API)
 from dmnet_ros.overlay import blend_overlay, palette_table
 from dmnet_ros.stats import FrameStats
 
 NODE_NAME = 'dmnet'
-# A fault or rejected frame this recent turns the diagnostics level to ERROR / WARN.
-RECENT_S = 5.0
 LOG_THROTTLE_S = 2.0
-# Exit codes: bad configuration (parameters, checkpoint) vs. anything unexpected.
-EXIT_CONFIG = 2
-EXIT_ERROR = 1
-
-
-class StartupError(Exception):
-    """A configuration problem found at start-up; the node logs it and exits non-zero."""
+CAMERA_INFO_KEEP = 10       # recent CameraInfo messages kept to pair by stamp
 
 
 @dataclass
@@ -70,22 +65,12 @@ class _Frame:
     compressed: bool
 
 
-def _qos(reliability: str, depth: int, latched: bool = False) -> QoSProfile:
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=depth,
-        reliability=(ReliabilityPolicy.RELIABLE if reliability == 'reliable'
-                     else ReliabilityPolicy.BEST_EFFORT),
-        durability=(DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE),
-    )
-
-
 def _stamp_s(header: Header) -> float:
     return header.stamp.sec + header.stamp.nanosec * 1e-9
 
 
-class SegmentNode(Node):
-    """Parameters are declared (and checked) in __init__; `load_model` and `start` follow."""
+class SegmentNode(ManagedNode, LifecycleNode):
+    """Parameters are declared (and checked) in __init__; the lifecycle does the rest."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
@@ -95,10 +80,15 @@ class SegmentNode(Node):
         self.p = node_params.declare_all(self)
         self.add_post_set_parameters_callback(self._after_set_parameters)
         self.stats = FrameStats()
+        self.diag_cfg = diagnostics.DiagConfig.from_params(self.p)
+        # Frames, reset and diagnostics in a group of their own, apart from the lifecycle
+        # services (matters only if the node is spun by a multi-threaded executor).
+        self.io_group = MutuallyExclusiveCallbackGroup()
         self._cond = threading.Condition()
         self._slot: _Frame | None = None
         self._busy = False
         self._stopping = False
+        self._reset_request: str | None = None
         self._model_lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._palette = palette_table(list(self.p['overlay.palette']))
@@ -107,7 +97,21 @@ class SegmentNode(Node):
         self._last_stamp: float | None = None
         self._bank_size = 0
         self._frames_since_reset = 0
-        self._hardware_id = ''
+        self._hardware_id = f'dmnet/{self.p["device"]}'
+        self._camera_infos: collections.deque[CameraInfo] = collections.deque(
+            maxlen=CAMERA_INFO_KEEP)
+        self._info_lock = threading.Lock()
+        self.outputs_lock = threading.Lock()     # publishers vs. their destruction
+        self._input: transport.ImageInput | None = None
+        self._pubs: dict[str, Any] = {}
+        self._diag_timer = None
+        self._active_since: float | None = None
+        # True while the model loop is inside a step or waiting for a frame: a signal may then
+        # abandon it at once (see node_process).
+        self.in_step = False
+        self.idle = False
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_service(Trigger, '~/reset', self._on_reset, callback_group=self.io_group)
 
     # -- parameters ----------------------------------------------------------------------
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
@@ -126,131 +130,29 @@ class SegmentNode(Node):
             self.p[prm.name] = prm.value
             if prm.name == 'overlay.palette':
                 self._palette = palette_table(list(prm.value))
-            elif prm.name == 'debug.inject_fault_every':
-                self._install_fault_hook()
-            elif prm.name == 'mask_value_mode' and self.segmenter is not None:
+            elif prm.name.startswith('debug.'):
+                self._install_debug_hook()
+            elif prm.name == 'mask_value_mode' and 'labels' in self._pubs:
                 self._publish_labels()
 
-    def _install_fault_hook(self) -> None:
-        """TEST HOOK: every n-th step raises as a CUDA fault would (see node_params)."""
+    def _install_debug_hook(self) -> None:
+        """TEST HOOKS through `Segmenter.fault_hook`: faults every n-th step, slow steps."""
         n = int(self.p['debug.inject_fault_every'])
+        delay = float(self.p['debug.step_delay_s'])
         if self.segmenter is None:
             return
-        if n <= 0:
+        if n <= 0 and delay <= 0:
             self.segmenter.fault_hook = None
             return
 
         def hook(_frame_index: int) -> None:
+            if delay > 0:
+                time.sleep(delay)
             self._hook_calls += 1
-            if self._hook_calls % n == 0:
+            if n > 0 and self._hook_calls % n == 0:
                 raise RuntimeError('CUDA error: injected')
 
         self.segmenter.fault_hook = hook
-
-    # -- start-up ------------------------------------------------------------------------
-    def load_model(self) -> None:
-        """Build the Segmenter from the parameters.
-
-        Raises:
-            StartupError: missing or corrupt checkpoint, impossible device or task mismatch.
-        """
-        # Imported here: torch is heavy, and parameter errors should surface before it loads.
-        from dmnet_core import load_segmenter
-
-        p = self.p
-        ckpt = p['checkpoint'] or None
-        try:
-            seg = load_segmenter(ckpt, p['device'], precision=p['precision'],
-                                 inference_size=node_params.inference_size(p),
-                                 memory=node_params.memory_overrides(p))
-        except FileNotFoundError as exc:
-            raise StartupError(str(exc)) from exc
-        except (ValueError, RuntimeError) as exc:
-            raise StartupError(f'cannot load model (checkpoint={p["checkpoint"]!r}, '
-                               f'device={p["device"]!r}): {exc}') from exc
-        if p['task'] and seg.task != p['task']:
-            raise StartupError(f'task={p["task"]!r} but checkpoint '
-                               f'{p["checkpoint"] or "(shipped model)"} is for {seg.task!r}')
-        if p['mask_value_mode'] == 'binary_255' and seg.task != 'binary':
-            raise StartupError(f'mask_value_mode=binary_255 needs the binary task, '
-                               f'model is {seg.task!r}')
-        if p['torch_compile']:
-            self.get_logger().info('torch.compile of encoder and decoder (one-off, may take a '
-                                   'minute)...')
-            if not seg.compile_network():
-                self.get_logger().warning(f'torch.compile failed, running eagerly: '
-                                          f'{seg.compile_error}')
-        self.segmenter = seg
-        self._hardware_id = f'dmnet/{seg.device}'
-        self.get_logger().info(
-            f'model loaded: task={seg.task} classes={len(seg.class_names)} device={seg.device} '
-            f'precision={seg.precision} inference_size={list(seg.inference_size)} '
-            f'compiled={seg.compiled}')
-        if p['device'] == 'auto' and str(seg.device).startswith('cpu'):
-            self.get_logger().warning('device=auto: no CUDA device available, '
-                                      'falling back to CPU (slower)')
-        self._install_fault_hook()
-
-    def start(self, worker_thread: bool = True) -> None:
-        """Create publishers, subscriptions, the service, the timer and the model loop.
-
-        Args:
-            worker_thread: run the model loop in a thread of its own; `main()` passes False and
-                runs `run_model_loop()` on the main thread instead.
-        """
-        p = self.p
-        out_qos = _qos(p['output.reliability'], int(p['output.depth']))
-        in_qos = _qos(p['input.reliability'], int(p['input.depth']))
-        self._mask_pub = self.create_publisher(Image, p['mask_topic'], out_qos)
-        self._overlay_pub = self.create_publisher(Image, p['overlay_topic'], out_qos)
-        self._labels_pub = self.create_publisher(String, p['labels_topic'],
-                                                 _qos('reliable', 1, latched=True))
-        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self._publish_labels()
-        if worker_thread:
-            self._worker = threading.Thread(target=self._worker_loop, name='dmnet-worker',
-                                            daemon=True)
-            self._worker.start()
-        self.create_subscription(Image, 'image', self._on_image, in_qos)
-        if p['compressed_topic']:
-            self.create_subscription(CompressedImage, p['compressed_topic'],
-                                     self._on_compressed, in_qos)
-        self.create_service(Trigger, '~/reset', self._on_reset)
-        self.create_timer(float(p['diagnostics.period_s']), self._publish_diagnostics)
-        self.get_logger().info(
-            f'dmnet ready: listening on {self.resolve_topic_name("image")}, publishing '
-            f'{self._mask_pub.topic_name} on {self.segmenter.device}')
-
-    def run_model_loop(self) -> None:
-        """Run the model loop in the calling thread until `request_stop()`."""
-        self._worker_loop()
-
-    def request_stop(self) -> None:
-        """Ask the model loop to return (the frame in the slot, if any, counts as dropped)."""
-        with self._cond:
-            self._stopping = True
-            if self._slot is not None:
-                self._slot = None
-                self.stats.on_dropped()
-            self._cond.notify_all()
-
-    def stop(self) -> None:
-        """Stop the model loop and wait for its thread, if it has one."""
-        self.request_stop()
-        if self._worker is not None:
-            self._worker.join(timeout=10.0)
-
-    def _publish_labels(self) -> None:
-        seg = self.segmenter
-        binary_255 = self.p['mask_value_mode'] == 'binary_255'
-        values = {name: (255 if binary_255 and i > 0 else i)
-                  for i, name in enumerate(seg.class_names)}
-        self._labels_pub.publish(String(data=json.dumps({
-            'task': seg.task,
-            'class_names': list(seg.class_names),
-            'mask_value_mode': self.p['mask_value_mode'],
-            'values': values,
-        })))
 
     # -- input (executor thread) ---------------------------------------------------------
     def _reject(self, error: str) -> None:
@@ -284,25 +186,44 @@ class SegmentNode(Node):
             return
         self._offer(_Frame(msg.header, msg, compressed=True))
 
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        with self._info_lock:
+            self._camera_infos.append(msg)
+
     def _on_reset(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
-        before = self._reset('service call')
+        """Answers at once: the model loop clears the memory before its next frame."""
+        if self.segmenter is None:
+            resp.success, resp.message = False, 'not configured: no model, no video memory'
+            return resp
+        with self._cond:
+            self._reset_request = 'service call'
+            self._cond.notify_all()
         resp.success = True
-        resp.message = f'video memory cleared ({before} frames in the bank before)'
+        resp.message = (f'video memory cleared before the next frame ({self._bank_size} frames '
+                        f'in the bank)')
         return resp
 
-    # -- worker thread -------------------------------------------------------------------
-    def _worker_loop(self) -> None:
+    # -- model loop ----------------------------------------------------------------------
+    def run_model_loop(self) -> None:
+        """Take frames and reset requests until `request_stop()`."""
         while True:
             with self._cond:
-                while self._slot is None and not self._stopping:
+                self.idle = True        # a signal may interrupt the wait at once
+                while self._slot is None and self._reset_request is None \
+                        and not self._stopping:
                     self._cond.wait(timeout=0.5)
+                self.idle = False
                 if self._stopping:
                     return
                 frame, self._slot = self._slot, None
-                self._busy = True
+                reset, self._reset_request = self._reset_request, None
+                self._busy = frame is not None
             try:
-                self._process(frame)
-            except Exception as exc:  # never let the worker die: count it and go on
+                if reset is not None and self.segmenter is not None:
+                    self._reset(reset)
+                if frame is not None:
+                    self._process(frame)
+            except Exception as exc:  # never let the loop die: count it and go on
                 self.stats.on_fault(f'{type(exc).__name__}: {exc}')
                 self.get_logger().error(f'unexpected error on a frame: {exc!r}',
                                         throttle_duration_sec=LOG_THROTTLE_S)
@@ -310,16 +231,16 @@ class SegmentNode(Node):
                 with self._cond:
                     self._busy = False
 
-    def _reset(self, reason: str) -> int:
-        """Clear the video memory; returns the bank size before."""
+    def _reset(self, reason: str) -> None:
+        """Clear the video memory (model loop only)."""
         with self._model_lock:
-            before = int(self.segmenter.memory_size)
+            if self.segmenter is None:
+                return
             self.segmenter.reset()
             self._bank_size = int(self.segmenter.memory_size)
             self._frames_since_reset = int(self.segmenter.frames_seen)
         self.stats.on_reset(reason)
         self.get_logger().info(f'memory reset: {reason}')
-        return before
 
     def _auto_reset(self, header: Header, size: tuple[int, int]) -> None:
         """Reset on a new image size, a backward stamp or a forward jump (stamp 0 = unstamped)."""
@@ -340,6 +261,7 @@ class SegmentNode(Node):
             self._reset(reason)
 
     def _process(self, frame: _Frame) -> None:
+        # 1. convert
         try:
             if frame.compressed:
                 rgb = image_codec.compressed_to_rgb(frame.msg)
@@ -350,29 +272,65 @@ class SegmentNode(Node):
             return
         h, w = rgb.shape[:2]
         self._auto_reset(frame.header, (h, w))
+        # 2. step
         with self._model_lock:
+            seg = self.segmenter
+            if seg is None:             # cleaned up while the frame waited
+                self.stats.on_dropped()
+                return
             try:
-                mask = self.segmenter.step(rgb)
+                self.in_step = True
+                mask = seg.step(rgb)
             except Exception as exc:  # CUDA OOM / CUDA errors: log, reset, go on
                 self._on_model_fault(exc)
                 return
-            inference_ms = float(self.segmenter.last_inference_ms)
-            self._bank_size = int(self.segmenter.memory_size)
-            self._frames_since_reset = int(self.segmenter.frames_seen)
+            finally:
+                self.in_step = False
+            inference_ms = float(seg.last_inference_ms)
+            self._bank_size = int(seg.memory_size)
+            self._frames_since_reset = int(seg.frames_seen)
+        # 3. publish (under the outputs lock: a cleanup may destroy the publishers meanwhile)
         mask = np.asarray(mask, dtype=np.uint8)
         if mask.shape != (h, w):  # the contract is input resolution; enforce it
             mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
         out = np.where(mask > 0, 255, 0).astype(np.uint8) \
             if self.p['mask_value_mode'] == 'binary_255' else mask
-        self._mask_pub.publish(image_codec.mask_to_image(out, frame.header))
-        if self._overlay_pub.get_subscription_count() > 0:
-            over = blend_overlay(rgb, mask, self._palette, float(self.p['overlay.alpha']))
-            self._overlay_pub.publish(image_codec.array_to_image(over, 'rgb8', frame.header))
-        latency_ms = None
-        stamp = _stamp_s(frame.header)
-        if stamp > 0:
-            latency_ms = (self.get_clock().now().nanoseconds * 1e-9 - stamp) * 1e3
-        self.stats.on_answered(latency_ms, inference_ms)
+        with self.outputs_lock:
+            if self._stopping or not self._pubs:    # stopping or unconfigured: publish nothing
+                self.stats.on_dropped()
+                return
+            self._pubs['mask'].publish(image_codec.mask_to_image(out, frame.header))
+            self._publish_camera_info(frame.header)
+            if self._pubs['overlay'].get_subscription_count() > 0:
+                over = blend_overlay(rgb, mask, self._palette, float(self.p['overlay.alpha']))
+                self._pubs['overlay'].publish(image_codec.array_to_image(over, 'rgb8',
+                                                                         frame.header))
+        self.stats.on_answered(self._latency_ms(frame.header), inference_ms)
+
+    def _latency_ms(self, header: Header) -> float | None:
+        """Node clock minus stamp, only when the stamp is in the node's clock."""
+        stamp = _stamp_s(header)
+        if stamp <= 0:
+            return None
+        delay = self.get_clock().now().nanoseconds * 1e-9 - stamp
+        in_clock = diagnostics.stamp_in_clock(delay, self.diag_cfg)
+        self.stats.on_stamp_delay(delay, in_clock)
+        return delay * 1e3 if in_clock else None
+
+    def _publish_camera_info(self, header: Header) -> None:
+        """The camera's CameraInfo with this mask's header (same stamp preferred)."""
+        with self._info_lock:
+            infos = list(self._camera_infos)
+        if not infos:
+            return
+        key = (header.stamp.sec, header.stamp.nanosec)
+        info = next((i for i in reversed(infos)
+                     if (i.header.stamp.sec, i.header.stamp.nanosec) == key), infos[-1])
+        out = CameraInfo()
+        for field in CameraInfo.get_fields_and_field_types():
+            setattr(out, field, getattr(info, field))
+        out.header = header
+        self._pubs['camera_info'].publish(out)
 
     def _on_model_fault(self, exc: BaseException) -> None:
         """Called with the model lock held: the frame is dropped and the memory cleared."""
@@ -394,98 +352,54 @@ class SegmentNode(Node):
     # -- diagnostics (executor thread) ---------------------------------------------------
     def diagnostics_values(self) -> dict[str, Any]:
         """Everything /diagnostics reports, as plain values."""
-        snap = self.stats.snapshot()
+        vals: dict[str, Any] = self.stats.snapshot()
         seg = self.segmenter
+        inp = self._input
         with self._cond:
             pending = int(self._slot is not None) + int(self._busy)
-        vals: dict[str, Any] = {
-            k: v for k, v in snap.items() if not k.startswith('seconds_since')}
         vals.update({
             'frames_pending': pending,
             'memory_bank_size': self._bank_size,
             'frames_since_reset': self._frames_since_reset,
-            'device': str(seg.device),
-            'precision': str(seg.precision),
-            'inference_size': 'x'.join(str(int(x)) for x in seg.inference_size),
-            'task': seg.task,
+            'device': str(seg.device) if seg is not None else self.p['device'],
+            'precision': str(seg.precision) if seg is not None else self.p['precision'],
+            'inference_size': ('x'.join(str(int(x)) for x in seg.inference_size)
+                               if seg is not None else 'none'),
+            'task': seg.task if seg is not None else '',
+            'input_topic': inp.topic if inp is not None else '',
+            'input_reliability': inp.reliability if inp is not None else '',
+            'publishers': inp.publisher_count() if inp is not None else 0,
+            'active': inp is not None,
+            'seconds_active': (time.monotonic() - self._active_since
+                               if self._active_since is not None else 0.0),
         })
-        vals['_fault_recent'] = snap['seconds_since_fault'] < RECENT_S
-        vals['_reject_recent'] = snap['seconds_since_reject'] < RECENT_S
         return vals
 
     def _publish_diagnostics(self) -> None:
+        if self._input is not None:
+            line = self._input.refresh()
+            if line:
+                self.get_logger().info(line)
         vals = self.diagnostics_values()
-        status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: segmentation',
-                                  hardware_id=self._hardware_id)
-        fault_recent, reject_recent = vals.pop('_fault_recent'), vals.pop('_reject_recent')
-        if fault_recent:
-            status.level, status.message = DiagnosticStatus.ERROR, \
-                f'model fault: {vals["last_error"]}'
-        elif reject_recent:
-            status.level, status.message = DiagnosticStatus.WARN, \
-                f'rejected frames: {vals["last_error"]}'
-        else:
-            status.level, status.message = DiagnosticStatus.OK, 'ok'
-        status.values = [KeyValue(key=k, value=(f'{v:.3f}' if isinstance(v, float) else str(v)))
-                         for k, v in vals.items()]
-        arr = DiagnosticArray(status=[status])
+        name, hw = self.get_fully_qualified_name(), self._hardware_id
+        cfg = self.diag_cfg
+        arr = DiagnosticArray(status=[
+            diagnostics.segmentation_status(vals, cfg, name, hw),
+            diagnostics.frequency_status(vals, cfg, name, hw, self.stats.rate_window_s),
+            diagnostics.timestamp_status(vals, self.stats.take_delay_window(), cfg, name, hw),
+        ])
         arr.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(arr)
 
 
-
-def _spin(executor: SingleThreadedExecutor, node: SegmentNode) -> None:
-    """Executor thread: callbacks until shutdown, then wake the model loop so it returns."""
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception as exc:  # report, never a bare traceback
-        print(f'[dmnet] executor stopped: {type(exc).__name__}: {exc}', file=sys.stderr,
-              flush=True)
-    finally:
-        node.request_stop()
-
-
 def main(args: list[str] | None = None) -> int:
     """Console entry point `segment_node`; returns the process exit code."""
-    rclpy.init(args=args)
-    node: SegmentNode | None = None
-    code = 0
-    try:
-        try:
-            node = SegmentNode()
-        except Exception as exc:  # rclpy's InvalidParameterValueException & co.
-            print(f'[dmnet] invalid parameter: {exc}', file=sys.stderr, flush=True)
-            return EXIT_CONFIG
-        try:
-            node.load_model()
-        except StartupError as exc:
-            node.get_logger().fatal(str(exc))
-            return EXIT_CONFIG
-        node.start(worker_thread=False)
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        spinner = threading.Thread(target=_spin, args=(executor, node), name='dmnet-executor',
-                                   daemon=True)
-        spinner.start()
-        try:
-            node.run_model_loop()          # returns once the executor stops (shutdown, SIGINT)
-        except KeyboardInterrupt:
-            pass
-        executor.shutdown(timeout_sec=1.0)
-        spinner.join(timeout=5.0)
-    except Exception as exc:  # report, never a bare traceback
-        print(f'[dmnet] fatal: {type(exc).__name__}: {exc}', file=sys.stderr, flush=True)
-        code = EXIT_ERROR
-    finally:
-        if node is not None:
-            node.stop()
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return code
+    from dmnet_ros.node_process import run
+
+    return run(SegmentNode, args)
 
 
 if __name__ == '__main__':
+    import sys
+
     sys.exit(main())

@@ -31,7 +31,11 @@ class RateMeter:
 class FrameStats:
     """Counters shared by the subscription callbacks, the worker and the diagnostics timer.
 
-    Invariant once the worker is idle: received == answered + dropped + rejected.
+    Invariant once the worker is idle: received == answered + dropped + rejected. Frames the
+    transport lost before they reached the node are counted apart (`lost_in_transport`, from
+    rclpy's message_lost event; `skipped_in_transport`, from gaps in the publisher's sequence
+    numbers, which also covers frames overwritten in the reader queue), as are frames whose
+    stamps are not in the node's clock.
     """
 
     def __init__(self, latency_window: int = 200) -> None:
@@ -47,15 +51,60 @@ class FrameStats:
         self.last_reject_time = -1e9      # monotonic time of the last rejected frame
         self.last_reset_reason = ''
         self.inference_ms = 0.0
+        self.lost_in_transport = 0
+        self.skipped_in_transport = 0     # publisher sequence-number gaps
+        self.last_lost_time = -1e9        # monotonic time of the last transport loss
+        self.last_received_time = -1e9    # monotonic time of the last received frame
+        self.stamps_off_clock = 0         # frames stamped outside the node's clock
+        self.last_stamp_offset_s = 0.0    # node clock - stamp of the newest answered frame
+        # Stamp delays since the last diagnostics update (timestamp status), seconds.
+        self._delay_min: float | None = None
+        self._delay_max: float | None = None
         self._latency_ms: collections.deque[float] = collections.deque(maxlen=latency_window)
         self._inference_ms: collections.deque[float] = collections.deque(maxlen=latency_window)
         self._in_rate = RateMeter()
+        self.rate_window_s = self._in_rate.window_s
         self._out_rate = RateMeter()
 
     def on_received(self) -> None:
         with self._lock:
             self.received += 1
+            self.last_received_time = time.monotonic()
             self._in_rate.tick()
+
+    def on_lost(self, n: int) -> None:
+        """Frames the transport lost (rclpy message_lost event: total_count_change)."""
+        if n <= 0:
+            return
+        with self._lock:
+            self.lost_in_transport += n
+            self.last_lost_time = time.monotonic()
+
+    def on_skipped(self, n: int) -> None:
+        """Frames missing between two received ones (publisher sequence numbers)."""
+        if n <= 0:
+            return
+        with self._lock:
+            self.skipped_in_transport += n
+            self.last_lost_time = time.monotonic()
+
+    def on_stamp_delay(self, delay_s: float, in_clock: bool) -> None:
+        """Node clock minus a frame's stamp; `in_clock` False counts it as off the clock."""
+        with self._lock:
+            self.last_stamp_offset_s = delay_s
+            self._delay_min = delay_s if self._delay_min is None else min(self._delay_min,
+                                                                          delay_s)
+            self._delay_max = delay_s if self._delay_max is None else max(self._delay_max,
+                                                                          delay_s)
+            if not in_clock:
+                self.stamps_off_clock += 1
+
+    def take_delay_window(self) -> tuple[float | None, float | None]:
+        """(earliest, latest) stamp delay since the previous call, then start a new window."""
+        with self._lock:
+            out = (self._delay_min, self._delay_max)
+            self._delay_min = self._delay_max = None
+            return out
 
     def on_rejected(self, error: str) -> None:
         with self._lock:
@@ -113,4 +162,11 @@ class FrameStats:
                 'output_rate_hz': self._out_rate.rate(now),
                 'seconds_since_fault': now - self.last_error_time,
                 'seconds_since_reject': now - self.last_reject_time,
+                'seconds_since_lost': now - self.last_lost_time,
+                'seconds_since_frame': now - self.last_received_time,
+                'frames_lost_in_transport': self.lost_in_transport,
+                'frames_skipped_in_transport': self.skipped_in_transport,
+                'stamps_off_clock': self.stamps_off_clock,
+                'stamp_offset_s': self.last_stamp_offset_s,
+                'latency_samples': int(lat.size),
             }

@@ -3,16 +3,20 @@
     ros2 launch dmnet_ros segment.launch.py
     ros2 launch dmnet_ros segment.launch.py image_topic:=/camera/left/image_raw device:=cuda
     ros2 launch dmnet_ros segment.launch.py start_right:=true      # stereo: a second instance
+    ros2 launch dmnet_ros segment.launch.py managed:=true          # for a lifecycle manager
+    ros2 launch dmnet_ros segment.launch.py use_sim_time:=true     # with `ros2 bag play --clock`
 
-The first instance publishes /dmnet/mask, /dmnet/overlay and /dmnet/labels. The optional right
-camera instance runs under the `right_namespace` namespace (its reset service is
-/right/dmnet/reset) with its own video memory, reads `right_image_topic`, and publishes
-/dmnet/<right_namespace>/{mask,overlay,labels} so the two streams never collide.
+The node's output topics are relative, so they resolve in its namespace: the first instance
+publishes /dmnet/{mask,overlay,labels,camera_info} (or /<namespace>/dmnet/... with the
+`namespace` argument). The optional right camera instance runs under `right_namespace` with its
+own video memory, reads `right_image_topic` and publishes /right/dmnet/{mask,...}; its reset
+service is /right/dmnet/reset. `managed:=true` starts the nodes unconfigured (autostart false):
+a lifecycle manager then configures and activates them.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, GroupAction
 from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import LaunchConfiguration, NotSubstitution, PathJoinSubstitution
 from launch_ros.actions import Node, PushRosNamespace
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
@@ -22,17 +26,36 @@ EXECUTABLE = 'segment_node'
 NODE_NAME = 'dmnet'
 
 
-def _model_params(image_topic: LaunchConfiguration) -> dict:
+def _node_params() -> dict:
     """Overrides on top of the params file (strings typed explicitly: '' must stay a string)."""
     return {
         'checkpoint': ParameterValue(LaunchConfiguration('checkpoint'), value_type=str),
         'device': ParameterValue(LaunchConfiguration('device'), value_type=str),
-        'compressed_topic': ParameterValue([image_topic, '/compressed'], value_type=str),
+        'image_transport': ParameterValue(LaunchConfiguration('image_transport'),
+                                          value_type=str),
+        'input.reliability': ParameterValue(LaunchConfiguration('input_reliability'),
+                                            value_type=str),
+        'use_sim_time': ParameterValue(LaunchConfiguration('use_sim_time'), value_type=bool),
+        'autostart': ParameterValue(NotSubstitution(LaunchConfiguration('managed')),
+                                    value_type=bool),
     }
 
 
+def _node(image_topic: LaunchConfiguration, **kwargs: object) -> Node:
+    return Node(
+        package=PACKAGE,
+        executable=EXECUTABLE,
+        name=NODE_NAME,
+        parameters=[LaunchConfiguration('params_file'), _node_params()],
+        remappings=[('image', image_topic)],
+        ros_arguments=['--log-level', LaunchConfiguration('log_level')],
+        output='screen',
+        emulate_tty=True,
+        **kwargs,
+    )
+
+
 def generate_launch_description() -> LaunchDescription:
-    params_file = LaunchConfiguration('params_file')
     image_topic = LaunchConfiguration('image_topic')
     right_image_topic = LaunchConfiguration('right_image_topic')
     right_ns = LaunchConfiguration('right_namespace')
@@ -57,40 +80,28 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('right_image_topic', default_value='/endoscope/right/image_raw',
                               description='sensor_msgs/Image input of the right camera'),
         DeclareLaunchArgument('right_namespace', default_value='right',
-                              description='Namespace (and output topic prefix) of the right '
-                                          'instance'),
+                              description='Namespace of the right instance (its topics are '
+                                          '/<right_namespace>/dmnet/...)'),
+        DeclareLaunchArgument('image_transport', default_value='raw',
+                              description="Input transport: 'raw' (the image topic) or "
+                                          "'compressed' (<image topic>/compressed)"),
+        DeclareLaunchArgument('input_reliability', default_value='auto',
+                              description="Input QoS reliability: 'auto' (reliable unless a "
+                                          "publisher is best-effort), 'reliable', 'best_effort'"),
+        DeclareLaunchArgument('use_sim_time', default_value='false',
+                              description="Use /clock (a bag played with --clock): latency "
+                                          "and stamps then share the bag's clock"),
+        DeclareLaunchArgument('log_level', default_value='info',
+                              description='ROS log level of the nodes: debug, info, warn, '
+                                          'error, fatal'),
+        DeclareLaunchArgument('managed', default_value='false',
+                              description='true: start unconfigured for a lifecycle manager '
+                                          '(autostart false)'),
     ]
 
-    left = Node(
-        package=PACKAGE,
-        executable=EXECUTABLE,
-        name=NODE_NAME,
-        namespace=LaunchConfiguration('namespace'),
-        parameters=[params_file, _model_params(image_topic)],
-        remappings=[('image', image_topic)],
-        output='screen',
-        emulate_tty=True,
-    )
-
+    left = _node(image_topic, namespace=LaunchConfiguration('namespace'))
     right = GroupAction(
         condition=IfCondition(LaunchConfiguration('start_right')),
-        actions=[
-            PushRosNamespace(right_ns),
-            Node(
-                package=PACKAGE,
-                executable=EXECUTABLE,
-                name=NODE_NAME,
-                parameters=[params_file, _model_params(right_image_topic), {
-                    'mask_topic': ParameterValue(['/dmnet/', right_ns, '/mask'], value_type=str),
-                    'overlay_topic': ParameterValue(['/dmnet/', right_ns, '/overlay'],
-                                                    value_type=str),
-                    'labels_topic': ParameterValue(['/dmnet/', right_ns, '/labels'],
-                                                   value_type=str),
-                }],
-                remappings=[('image', right_image_topic)],
-                output='screen',
-                emulate_tty=True,
-            ),
-        ],
+        actions=[PushRosNamespace(right_ns), _node(right_image_topic)],
     )
     return LaunchDescription(arguments + [left, right])

@@ -17,7 +17,8 @@ from dmnet_ros.node_params import SPECS
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = REPO / 'launch' / 'segment.launch.py'
 ARGUMENTS = {'image_topic', 'namespace', 'params_file', 'checkpoint', 'device', 'start_right',
-             'right_image_topic', 'right_namespace'}
+             'right_image_topic', 'right_namespace', 'image_transport', 'input_reliability',
+             'use_sim_time', 'log_level', 'managed'}
 
 
 @pytest.fixture(scope='module')
@@ -76,12 +77,16 @@ def test_launch_arguments(tree):
     assert defaults['image_topic'] == '/endoscope/image_raw'
     assert defaults['start_right'] == 'false' and defaults['device'] == 'auto'
     assert defaults['checkpoint'] == ''
+    assert defaults['image_transport'] == 'raw' and defaults['input_reliability'] == 'auto'
+    assert defaults['use_sim_time'] == 'false' and defaults['log_level'] == 'info'
+    assert defaults['managed'] == 'false'
 
 
 def test_nodes_reference_installed_package_and_executable(tree):
     consts = _constants(tree)
     nodes = [c for c in _calls(tree, 'Node')]
-    assert len(nodes) == 2                       # left + optional right
+    assert len(nodes) == 1                       # one factory, _node(), for both cameras
+    assert len(_calls(tree, '_node')) == 2       # left + optional right
     setup = _setup_py()
     pkg = re.search(r"package_name = '([^']+)'", setup).group(1)
     scripts = dict(re.findall(r"'(\w+) = ([\w.:]+)'", setup))
@@ -95,7 +100,10 @@ def test_nodes_reference_installed_package_and_executable(tree):
         assert isinstance(remaps, ast.List) and len(remaps.elts) == 1
         src, dst = remaps.elts[0].elts
         assert src.value == 'image'
-        assert isinstance(dst, ast.Name) and dst.id in ('image_topic', 'right_image_topic')
+        assert isinstance(dst, ast.Name) and dst.id == 'image_topic'
+        # The log level reaches the node as a ROS argument.
+        ros_args = _kw(node, 'ros_arguments', consts)
+        assert isinstance(ros_args, ast.List) and ros_args.elts[0].value == '--log-level'
     # Namespacing: the left node takes the argument, the right one is pushed into its own.
     assert _calls(tree, 'PushRosNamespace')
     assert _calls(tree, 'IfCondition')
@@ -124,8 +132,13 @@ def test_parameter_overrides_are_declared_by_the_node(tree):
     keys = set()
     for d in (n for n in ast.walk(tree) if isinstance(n, ast.Dict)):
         keys |= {k.value for k in d.keys if isinstance(k, ast.Constant)}
-    assert keys and keys <= set(SPECS), keys - set(SPECS)
-    assert {'checkpoint', 'device', 'mask_topic', 'overlay_topic', 'labels_topic'} <= keys
+    declared = set(SPECS) | {'use_sim_time'}     # use_sim_time: declared by rclpy itself
+    assert keys and keys <= declared, keys - declared
+    assert {'checkpoint', 'device', 'image_transport', 'input.reliability', 'use_sim_time',
+            'autostart'} <= keys
+    # Namespaces, not per-topic parameters, keep two instances apart (outputs are relative).
+    assert not keys & {'mask_topic', 'overlay_topic', 'labels_topic', 'compressed_topic'}
+    assert _calls(tree, 'NotSubstitution'), 'managed:=true must give autostart false'
 
 
 def test_params_file_keys_match_declared_parameters():

@@ -207,9 +207,12 @@ INVALID_PARAMETERS = [
     ('overlay.palette', [1, 2], 'triplets'),
     ('overlay.palette', [0, 0, 300], '0..255'),
     ('mask_value_mode', 'rainbow', 'not one of'),
-    ('device', 'cuda', 'read-only'),
-    ('inference_size', [128, 128], 'read-only'),
-    ('checkpoint', '/elsewhere.safetensors', 'read-only'),
+    # Topics and QoS are read-only; model parameters are settable (the next lifecycle configure
+    # uses them, see test_lifecycle) but still checked.
+    ('mask_topic', '/elsewhere/mask', 'read-only'),
+    ('input.depth', 5, 'read-only'),
+    ('device', 'tpu', 'device='),
+    ('inference_size', [100, 128], 'multiples of 32'),
 ]
 
 

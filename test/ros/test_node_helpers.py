@@ -24,20 +24,28 @@ def test_fixed_parameter_names_exist():
         assert name in node_params.SPECS
     assert node_params.SPECS['checkpoint'].default == ''
     assert node_params.SPECS['inference_size'].default == [0, 0]
-    assert node_params.SPECS['input.reliability'].default == 'best_effort'
+    assert node_params.SPECS['input.reliability'].default == 'auto'
+    assert node_params.SPECS['image_transport'].default == 'raw'
+    assert node_params.SPECS['autostart'].default is True
     assert node_params.SPECS['input.depth'].default == 1
     assert node_params.SPECS['output.reliability'].default == 'reliable'
-    assert node_params.SPECS['mask_topic'].default == '/dmnet/mask'
+    # Relative: /dmnet/mask at the root namespace (the contract), /left/dmnet/mask under /left.
+    assert node_params.SPECS['mask_topic'].default == 'dmnet/mask'
 
 
 def test_read_only_where_a_reload_is_needed():
     dynamic = {p.name for p in node_params.PARAMS if not p.read_only}
     assert dynamic == {'mask_value_mode', 'overlay.alpha', 'overlay.palette',
-                       'reset.time_jump_s', 'debug.inject_fault_every'}
+                       'reset.time_jump_s', 'debug.inject_fault_every', 'debug.step_delay_s'}
+    # Model and memory: settable at any time, used by the next lifecycle configure.
+    on_configure = {p.name for p in node_params.PARAMS if p.reconfigure}
+    assert {'checkpoint', 'device', 'precision', 'memory.capacity'} <= on_configure
+    assert not node_params.SPECS['checkpoint'].descriptor().read_only
+    assert node_params.SPECS['mask_topic'].descriptor().read_only
     d = node_params.SPECS['overlay.alpha'].descriptor()
     assert d.floating_point_range[0].to_value == 1.0 and not d.read_only
     d = node_params.SPECS['memory.capacity'].descriptor()
-    assert d.integer_range[0].from_value == 1 and d.read_only
+    assert d.integer_range[0].from_value == 1 and 'next configure' in d.description
 
 
 @pytest.mark.parametrize('name, value, ok', [
@@ -49,6 +57,8 @@ def test_read_only_where_a_reload_is_needed():
     ('overlay.palette', [1, 2, 3], True), ('overlay.palette', [], False),
     ('overlay.palette', [1, 2, 256], False), ('mask_value_mode', 'binary_255', True),
     ('mask_topic', '', False), ('compressed_topic', '', True), ('task', 'type', True),
+    ('camera_info_topic', '', True), ('image_transport', 'compressed', True),
+    ('image_transport', 'theora', False), ('input.reliability', 'auto', True),
     ('task', 'instance', False), ('memory.policy', 'lru', False),
 ])
 def test_check_value(name, value, ok):
@@ -120,3 +130,92 @@ def test_frame_stats_accounting():
     assert snap['last_error'] == 'RuntimeError: CUDA error'
     assert snap['latency_ms_p50'] == 12.0 and snap['inference_ms'] == 4.0
     assert snap['seconds_since_fault'] < 5.0
+
+
+def test_derived_topic_names():
+    from dmnet_ros import transport
+
+    assert transport.compressed_topic_for('/cam/image_raw') == '/cam/image_raw/compressed'
+    assert transport.camera_info_topic_for('/cam/image_raw') == '/cam/camera_info'
+    assert transport.camera_info_topic_for('/image') == '/camera_info'
+    assert transport.camera_info_topic_for('/left/cam/image_rect') == '/left/cam/camera_info'
+    assert transport.sibling_topic('dmnet/mask', 'camera_info') == 'dmnet/camera_info'
+    assert transport.sibling_topic('/x/dmnet/mask', 'camera_info') == '/x/dmnet/camera_info'
+    assert transport.sibling_topic('mask', 'camera_info') == 'camera_info'
+
+
+def test_auto_reliability_follows_the_publishers():
+    from rclpy.qos import ReliabilityPolicy as R
+
+    from dmnet_ros.transport import resolve_reliability
+
+    assert resolve_reliability('auto', []) == 'reliable'
+    assert resolve_reliability('auto', [R.RELIABLE, R.RELIABLE]) == 'reliable'
+    assert resolve_reliability('auto', [R.RELIABLE, R.BEST_EFFORT]) == 'best_effort'
+    assert resolve_reliability('reliable', [R.BEST_EFFORT]) == 'reliable'
+    assert resolve_reliability('best_effort', [R.RELIABLE]) == 'best_effort'
+
+
+def _diag_values(**over):
+    stats = FrameStats()
+    v = stats.snapshot()
+    v.update({'frames_pending': 0, 'publishers': 1, 'active': True, 'seconds_active': 100.0,
+              'input_reliability': 'reliable'})
+    v.update(over)
+    return v
+
+
+def test_diagnostics_levels_and_reasons():
+    from dmnet_ros import diagnostics as d
+
+    cfg = d.DiagConfig(stale_s=3.0, min_answered_ratio=0.5)
+    # A publisher is matched but no frame ever arrived: stale.
+    s = d.segmentation_status(_diag_values(), cfg, '/dmnet', 'dmnet/cpu')
+    assert s.level == d.WARN and 'no frame since activation' in s.message
+    # No publisher: an idle node is fine.
+    s = d.segmentation_status(_diag_values(publishers=0), cfg, '/dmnet', 'dmnet/cpu')
+    assert s.level == d.OK and s.message == 'ok' and s.name == '/dmnet: segmentation'
+    # Frames flow at the input rate: OK; at a fifth of it: WARN; transport losses: WARN.
+    flowing = dict(seconds_since_frame=0.1, input_rate_hz=30.0, output_rate_hz=29.0)
+    assert d.segmentation_status(_diag_values(**flowing), cfg, 'n', 'h').level == d.OK
+    slow = dict(flowing, output_rate_hz=6.0)
+    s = d.segmentation_status(_diag_values(**slow), cfg, 'n', 'h')
+    assert s.level == d.WARN and 'does not keep up' in s.message
+    lost = dict(flowing, seconds_since_lost=1.0, frames_lost_in_transport=7)
+    s = d.segmentation_status(_diag_values(**lost), cfg, 'n', 'h')
+    assert s.level == d.WARN and 'lost in transport: 7 lost' in s.message
+    values = {kv.key: kv.value for kv in s.values}
+    assert values['frames_lost_in_transport'] == '7'
+    # A model fault outranks everything.
+    fault = dict(lost, seconds_since_fault=0.5, last_error='CUDA error')
+    assert d.segmentation_status(_diag_values(**fault), cfg, 'n', 'h').level == d.ERROR
+
+
+def test_latency_is_not_reported_for_stamps_outside_the_node_clock():
+    from dmnet_ros import diagnostics as d
+
+    cfg = d.DiagConfig(max_stamp_delay_s=10.0)
+    assert d.stamp_in_clock(0.05, cfg) and d.stamp_in_clock(-0.5, cfg)
+    assert not d.stamp_in_clock(1.8e9, cfg) and not d.stamp_in_clock(-5.0, cfg)
+    v = _diag_values(stamp_offset_s=1.8e9, stamps_off_clock=3, seconds_since_frame=0.1)
+    values = {kv.key: kv.value for kv in d.segmentation_status(v, cfg, 'n', 'h').values}
+    assert values['latency_ms_p50'].startswith(d.NOT_IN_CLOCK)
+    ts = d.timestamp_status(v, (1.8e9, 1.8e9), cfg, 'n', 'h')
+    assert ts.level == d.ERROR and ts.message == 'Timestamps too far in past seen.'
+    ts = d.timestamp_status(v, (0.01, 0.05), cfg, 'n', 'h')
+    assert ts.level == d.OK and ts.message == 'Timestamps are reasonable.'
+
+
+def test_frequency_status_follows_diagnostic_updater():
+    from dmnet_ros import diagnostics as d
+
+    cfg = d.DiagConfig(min_rate_hz=25.0, max_rate_hz=35.0)
+    f = d.frequency_status(_diag_values(input_rate_hz=10.0), cfg, 'n', 'h', 5.0)
+    assert f.level == d.WARN and f.message == 'Frequency too low.'
+    f = d.frequency_status(_diag_values(input_rate_hz=30.0), cfg, 'n', 'h', 5.0)
+    assert f.level == d.OK and f.name == 'n: input frequency'
+    assert {kv.key: kv.value for kv in f.values}['Actual frequency (Hz)'] == '30.000'
+    f = d.frequency_status(_diag_values(input_rate_hz=0.0), cfg, 'n', 'h', 5.0)
+    assert f.level == d.ERROR and f.message == 'No events recorded.'
+    f = d.frequency_status(_diag_values(input_rate_hz=0.0, publishers=0), cfg, 'n', 'h', 5.0)
+    assert f.level == d.OK
