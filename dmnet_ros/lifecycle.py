@@ -88,19 +88,19 @@ class ManagedNode:
         p = self.p
         ckpt = p['checkpoint'] or None
         self.get_logger().info(f'loading model: checkpoint={p["checkpoint"] or "(shipped model)"} '
-                               f'device={p["device"]} precision={p["precision"]}')
+                               f'task={p["task"] or "(any)"} device={p["device"]} '
+                               f'precision={p["precision"]}')
         try:
+            # No checkpoint and a task: the model shipped for that task; with a checkpoint,
+            # load_segmenter checks that it is for the task.
             seg = load_segmenter(ckpt, p['device'], precision=p['precision'],
                                  inference_size=node_params.inference_size(p),
-                                 memory=node_params.memory_overrides(p))
+                                 memory=node_params.memory_overrides(p), task=p['task'] or None)
         except FileNotFoundError as exc:
             raise StartupError(str(exc)) from exc
         except (ValueError, RuntimeError) as exc:
             raise StartupError(f'cannot load model (checkpoint={p["checkpoint"]!r}, '
                                f'device={p["device"]!r}): {exc}') from exc
-        if p['task'] and seg.task != p['task']:
-            raise StartupError(f'task={p["task"]!r} but checkpoint '
-                               f'{p["checkpoint"] or "(shipped model)"} is for {seg.task!r}')
         if p['mask_value_mode'] == 'binary_255' and seg.task != 'binary':
             raise StartupError(f'mask_value_mode=binary_255 needs the binary task, '
                                f'model is {seg.task!r}')

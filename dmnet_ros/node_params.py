@@ -74,8 +74,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               choices=('auto', 'fp32', 'fp16', 'bf16')),
     ParamSpec('inference_size', [0, 0], '[H, W] the model runs at (frames are resized); '
               "[0, 0] = the checkpoint's own size."),
-    ParamSpec('task', '', "Task the checkpoint must be trained for; '' = accept the "
-              "checkpoint's task.", choices=('', 'binary', 'parts', 'type')),
+    ParamSpec('task', '', "With checkpoint '': the model shipped for this task ('' = the binary "
+              "default); with a checkpoint: the task it must be trained for.",
+              choices=('', 'binary', 'parts', 'type')),
     ParamSpec('torch_compile', False, 'torch.compile the encoder and decoder at start-up '
               '(faster steps, a slower start; falls back to eager with a warning if compiling '
               'fails, e.g. without a C++ compiler).'),

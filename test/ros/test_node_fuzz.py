@@ -254,6 +254,19 @@ def test_corrupt_checkpoint_is_a_clear_startup_error(tmp_path):
     assert 'Traceback' not in out
 
 
+def test_checkpoint_of_another_task_is_a_clear_startup_error(tmp_path):
+    from dmnet_core import build_model
+    from dmnet_core.checkpoint import save_checkpoint
+    from dmnet_core.config import ModelConfig, default_class_names
+
+    cfg = ModelConfig(input_size=[64, 64], task='parts', class_names=default_class_names('parts'))
+    path = save_checkpoint(tmp_path / 'parts.safetensors', build_model(cfg), cfg)
+    rc, out = _start_failure({'checkpoint': str(path), 'task': 'binary', 'device': 'cpu'})
+    assert rc == 2
+    assert "task 'binary' asked for" in out and "is for 'parts'" in out
+    assert 'Traceback' not in out
+
+
 @pytest.mark.parametrize('params, text', [
     ({'device': 'tpu'}, "device='tpu'"),
     ({'inference_size': [50, 64]}, 'multiples of 32'),
