@@ -67,7 +67,6 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         video=not args.no_video, progress=not args.no_progress, node_params=args.node_param)
 
 
-
 def _raise_interrupt(signum: int, frame: Any) -> None:
     """SIGTERM handler: unwind like Ctrl-C."""
     raise KeyboardInterrupt

@@ -43,7 +43,6 @@ class ReplayOptions:
     node_params: list[str] = field(default_factory=list)   # extra `name:=value` for the node
 
 
-
 @dataclass
 class Sent:
     """A frame on its way: kept until its mask arrives or it is declared dropped."""
