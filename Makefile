@@ -1,5 +1,6 @@
 # dmnet: two commands on a fresh machine: `make demo` and `make test`.
 VENV ?= .venv
+PYTHON ?= python3
 PY := $(VENV)/bin/python
 # With a sourced ROS 2 install (ROS_DISTRO set), rclpy and messages come from it: the venv sees
 # system site-packages and the PyPI ROS wheels are skipped, so there is never a second rclpy.
@@ -10,15 +11,27 @@ else
 VENV_FLAGS :=
 ROS_REQ := -r requirements-ros.txt
 endif
+# The requirements files hold ranges; the exact versions tested on this Python (if any) are
+# constraints-pyXY.txt, so a fresh venv gets what CI tested.
+PYVER := $(shell $(PYTHON) -c 'import sys; print("%d%d" % sys.version_info[:2])' 2>/dev/null)
+CONSTRAINTS := $(wildcard constraints-py$(PYVER).txt)
+REQS := requirements-core.txt requirements-dev.txt requirements-ros.txt
 
-.PHONY: venv test lint demo demo-real clean
+# Python 3.12 with numpy 1.26 (Ubuntu 24.04: Jazzy, Kilted) for `make test-py312`: the first
+# python3.12 that runs (PATH, then pyenv's versions); override with PYTHON312=/path/to/python.
+VENV312 ?= .venv312
+PYENV_DIR := $(or $(PYENV_ROOT),$(HOME)/.pyenv)
+PYTHON312 ?= $(firstword $(foreach p,python3.12 $(wildcard $(PYENV_DIR)/versions/3.12*/bin/python3.12),$(if $(shell $(p) -c 'import sys; print(sys.version_info[:2] == (3, 12))' 2>/dev/null | grep True),$(p))))
+
+.PHONY: venv test lint demo demo-real clean test-py312
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements-core.txt requirements-ros.txt setup.py
-	python3 -m venv $(VENV_FLAGS) $(VENV)
+$(VENV)/.installed: $(REQS) $(CONSTRAINTS) setup.py
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -r requirements-core.txt $(ROS_REQ)
+	$(VENV)/bin/pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) \
+	    -r requirements-core.txt -r requirements-dev.txt $(ROS_REQ)
 	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -27,6 +40,11 @@ lint: venv
 
 test: venv lint
 	$(PY) -m pytest -q test
+
+# The same lint + tests in a second venv on Python 3.12 (constraints-py312.txt: numpy 1.26).
+test-py312:
+	@test -n "$(PYTHON312)" || { echo 'make test-py312: no Python 3.12 found; set PYTHON312=' >&2; exit 2; }
+	$(MAKE) test VENV=$(VENV312) PYTHON=$(PYTHON312)
 
 demo: venv
 	$(PY) -m dmnet_ros.demo
@@ -54,4 +72,4 @@ demo-real: venv
 	@echo "demo-real: overlay video (prediction | ground truth) $(REAL_OUT)/report/overlay.mp4"
 
 clean:
-	rm -rf $(VENV) build install log demo_out
+	rm -rf $(VENV) $(VENV312) build install log demo_out

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# GPU check for dmnet, run on a lent CUDA machine (torch 2.11 / torchvision 0.26, no rclpy):
+# GPU check for dmnet, run on a lent CUDA machine (Python 3.12 with torch, no registry):
 #   OUT=/some/dir bash bench/gpu_check.sh
+#   OUT=/some/dir WHEELHOUSE=.whl bash bench/gpu_check.sh     # + the node end to end (step 4)
 # 1. a quick CUDA correctness check of the Segmenter (fp32 vs CPU, fp16/bf16 vs fp32, shapes, NaN);
 # 2. bench/latency.py at 1024x1280 in fp16 with --skip-ros (imports no rclpy);
 # 3. a short soak on CUDA (GPU memory and RSS flat over 2000 frames);
-# then one final table. Everything lands under $OUT. About 3-4 minutes on an H100.
+# 4. with WHEELHOUSE (bench/make_wheelhouse.sh: cp312 rclpy, Fast DDS, messages, rosbags): a venv
+#    that sees this Python's torch, then the node end to end through the replay harness on a
+#    synthetic bag: lockstep replay at NODE_SIZE and real-time replay at NODE_FPS Hz,
+#    publish-to-mask latency p50/p95, frames answered/dropped;
+# then one final table. Everything lands under $OUT. About 3-4 minutes on an H100 (+ step 4).
 # Overrides: PYTHON, DEVICE (cuda), SIZE (1024x1280), PRECISION (fp16), FRAMES (30),
-# WARMUP (5), SOAK_FRAMES (2000), COMPILE=1 (adds a torch.compile run of the main table).
+# WARMUP (5), SOAK_FRAMES (2000), COMPILE=1 (adds a torch.compile run of the main table),
+# SKIP_MODEL=1 (steps 1-3 skipped), NODE_SIZE ($SIZE), NODE_FRAMES (60), NODE_FPS (30),
+# NODE_VENV (/tmp/dmnet-node-venv), NODE_WORK (/tmp/dmnet-node: bag and report folders).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 cd "$(dirname "$0")/.."
@@ -18,6 +25,13 @@ PRECISION=${PRECISION:-fp16}
 FRAMES=${FRAMES:-30}
 WARMUP=${WARMUP:-5}
 SOAK_FRAMES=${SOAK_FRAMES:-2000}
+SKIP_MODEL=${SKIP_MODEL:-0}
+WHEELHOUSE=${WHEELHOUSE:-}
+NODE_SIZE=${NODE_SIZE:-$SIZE}
+NODE_FRAMES=${NODE_FRAMES:-60}
+NODE_FPS=${NODE_FPS:-30}
+NODE_VENV=${NODE_VENV:-/tmp/dmnet-node-venv}
+NODE_WORK=${NODE_WORK:-/tmp/dmnet-node}
 mkdir -p "$OUT"
 status=0
 
@@ -27,6 +41,7 @@ echo "== machine"
 torchvision.__version__, "cv2", cv2.__version__, "cuda", torch.cuda.is_available())'
 } 2>&1 | tee "$OUT/machine.txt"
 
+if [[ "$SKIP_MODEL" != "1" ]]; then
 echo "== correctness (Segmenter on $DEVICE)"
 if ! timeout 240 "$PY" bench/gpu_correctness.py --device "$DEVICE" \
     --json "$OUT/gpu_correctness.json" 2>&1 | tee "$OUT/gpu_correctness.txt"; then
@@ -56,6 +71,40 @@ if ! timeout 240 "$PY" bench/soak.py --device "$DEVICE" --precision "$PRECISION"
   echo "soak FAILED"; status=1
 fi
 
+fi   # SKIP_MODEL
+
+if [[ -n "$WHEELHOUSE" ]]; then
+  echo "== node venv ($NODE_VENV: this Python's torch + the wheels of $WHEELHOUSE, offline)"
+  if ! bash bench/node_venv.sh "$PY" "$WHEELHOUSE" "$NODE_VENV" 2>&1 | tee "$OUT/node_venv.txt"
+  then
+    echo "node venv FAILED"; status=1
+  else
+    VPY=$NODE_VENV/bin/python
+    rm -rf "$NODE_WORK"
+    mkdir -p "$NODE_WORK"
+    echo "== synthetic bag ($NODE_FRAMES frames at $NODE_SIZE, $NODE_FPS fps)"
+    timeout 600 "$VPY" -m dmnet_ros.make_bag --synth --seed 7 --frames "$NODE_FRAMES" \
+        --size "$NODE_SIZE" --fps "$NODE_FPS" --out "$NODE_WORK/bag" --no-progress \
+        || { echo "make_bag FAILED"; status=1; }
+    # The node on $DEVICE at the frames' own size; reports land in NODE_WORK (many files), the
+    # two report.json files are copied to $OUT.
+    for mode in lockstep rt; do
+      if [[ $mode == lockstep ]]; then flags=(--lockstep); else flags=(--rate 1.0); fi
+      echo "== replay $mode ($NODE_SIZE on $DEVICE, $PRECISION)"
+      if timeout 900 "$VPY" -m dmnet_ros.replay --bag "$NODE_WORK/bag" \
+          --out "$NODE_WORK/replay_$mode" "${flags[@]}" --device "$DEVICE" \
+          --inference-size "$NODE_SIZE" --node-param "precision:=$PRECISION" \
+          --timeout 120 --no-video --no-progress 2>&1 | tee "$OUT/node_$mode.txt"; then
+        cp "$NODE_WORK/replay_$mode/report.json" "$OUT/node_$mode.json"
+      else
+        echo "replay $mode FAILED (node log: $NODE_WORK/replay_$mode/node.log)"
+        tail -n 20 "$NODE_WORK/replay_$mode/node.log" 2>/dev/null || true
+        status=1
+      fi
+    done
+  fi
+fi
+
 echo "== summary"
 "$PY" - "$OUT" <<'PYEOF' || status=1
 import json, sys
@@ -65,6 +114,7 @@ def load(name):
     p = out / name
     return json.loads(p.read_text()) if p.is_file() else None
 c, lat, soak = load('gpu_correctness.json'), load('gpu_latency.json'), load('gpu_soak.json')
+node = {m: load(f'node_{m}.json') for m in ('lockstep', 'rt')}
 if c:
     print(f"correctness on {c['machine']['cuda_device']}: {'PASS' if c['ok'] else 'FAIL'}")
 if lat:
@@ -82,5 +132,17 @@ if soak and 'model' in soak:
     print(f"soak {m['frames']} frames: RSS {m['rss']['rss_mb_start']} -> {m['rss']['rss_mb_end']}"
           f" MiB, CUDA {m.get('cuda', {}).get('cuda_allocated_mb_start')} -> "
           f"{m.get('cuda', {}).get('cuda_allocated_mb_end')} MiB, bank {m['bank_size_end']}")
+if any(node.values()):
+    print('node end to end (replay harness; latency = mask received - frame published)')
+    print(f"{'mode':<10} {'size':>10} {'sent':>5} {'answered':>8} {'dropped':>7} "
+          f"{'p50 ms':>8} {'p95 ms':>8} {'answered/s':>10}")
+    for m, r in node.items():
+        if r:
+            lat_ms, size = r['latency_ms'], r['node']['inference_size']
+            fps = r['answered_fps']
+            label = 'lockstep' if m == 'lockstep' else f"rate {r['rate']:g}x"
+            print(f"{label:<10} {'x'.join(map(str, size or [])):>10} {r['frames_sent']:>5} "
+                  f"{r['frames_answered']:>8} {r['frames_dropped']:>7} "
+                  f"{lat_ms['p50'] or 0:>8.1f} {lat_ms['p95'] or 0:>8.1f} {fps or 0:>10.1f}")
 PYEOF
 exit $status
