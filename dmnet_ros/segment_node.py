@@ -335,7 +335,6 @@ class SegmentNode(ManagedNode, LifecycleNode):
     def _on_model_fault(self, exc: BaseException) -> None:
         """Called with the model lock held: the frame is dropped and the memory cleared."""
         err = f'{type(exc).__name__}: {exc}'
-        self.stats.on_fault(err)
         self.get_logger().error(f'model fault, resetting the memory: {err}',
                                 throttle_duration_sec=LOG_THROTTLE_S)
         try:
@@ -347,7 +346,9 @@ class SegmentNode(ManagedNode, LifecycleNode):
             self.get_logger().error(f'reset after fault failed: {reset_exc!r}')
         self._bank_size = int(self.segmenter.memory_size)
         self._frames_since_reset = int(self.segmenter.frames_seen)
+        # Counted once the reset is done, so whoever sees the fault count sees the reset too.
         self.stats.on_reset('fault')
+        self.stats.on_fault(err)
 
     # -- diagnostics (executor thread) ---------------------------------------------------
     def diagnostics_values(self) -> dict[str, Any]:
