@@ -46,7 +46,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-from dmnet_core.cli import parse_model_size  # noqa: E402  (after the path set-up)
+from bench.machine import cpu_name  # noqa: E402  (after the path set-up)
+from dmnet_core.cli import parse_model_size  # noqa: E402
 
 # The variants in table order: (name, JSON key of the median).
 VARIANTS = (
@@ -107,14 +108,8 @@ def machine_info(device: str) -> dict[str, Any]:
     import torch
     import torchvision
 
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
     info: dict[str, Any] = {
-        'cpu_model': cpu, 'cpu_cores': os.cpu_count(),
+        'cpu_model': cpu_name(), 'cpu_cores': os.cpu_count(),
         'cpu_affinity': len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else None,
         'torch_threads': torch.get_num_threads(), 'torch': torch.__version__,
         'torchvision': torchvision.__version__, 'python': platform.python_version(),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -31,21 +30,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from bench.machine import cpu_name  # noqa: E402
+
 VARIANTS = ('single_frame', 'local_only', 'global_only', 'dmnet')
 POLICIES = ('active', 'recent', 'uniform')
 MEMORY_OFF = {'local_enabled': False, 'global_enabled': False}
 DEFAULT_CLIP = REPO.parent / 'shared' / 'data' / 'cholecseg8k_clip' / 'video_pixel'
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (Linux), else what `platform` knows."""
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,8 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument('--test-seed', type=int, default=7919)
     ap.add_argument('--test-sequences', type=int, default=4)
     ap.add_argument('--test-frames', type=int, default=100)
-    ap.add_argument('--test-size', default='256x320')
-    ap.add_argument('--synth-args', default='', help='extra `dmnet synth` arguments')
+    ap.add_argument('--test-size', default='128x160')
+    ap.add_argument('--synth-args', default='--style robotic --same-looks --fold-every 20',
+                    help='extra `dmnet synth` arguments (default: those of the training set)')
     ap.add_argument('--max-frames', type=int, default=None, help='first N frames per sequence')
     ap.add_argument('--timing-frames', type=int, default=40,
                     help='frames of the round-robin timing (default 40)')

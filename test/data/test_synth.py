@@ -205,3 +205,52 @@ def test_condition_tags_are_true_of_the_frames():
             if 'specular_flash' in tags:
                 assert any(s <= i < s + n for s, n, *_ in scene.flashes)
     assert all(counts[c] > 0 for c in CONDITIONS), counts
+
+
+def test_same_looks_leaves_only_shape_to_tell_types_apart():
+    # Defaults keep the per-type colours and the same random draws (same geometry).
+    for seed in range(6):
+        base = make_scene(np.random.default_rng(seed), 10, (64, 96), style='robotic')
+        same = make_scene(np.random.default_rng(seed), 10, (64, 96), style='robotic',
+                          same_looks=True)
+        assert [i.type_id for i in base.instruments] == [i.type_id for i in same.instruments]
+        for a, b in zip(base.instruments, same.instruments):
+            assert (a.look.jaw_len, a.look.jaw_w, a.look.jaw_bend) == \
+                (b.look.jaw_len, b.look.jaw_w, b.look.jaw_bend)
+    # With same_looks, wrist and jaw colours no longer depend on the type (shafts carry only a
+    # per-instrument tint, drawn the same way for every type).
+    wrists, jaws = set(), set()
+    types = set()
+    for seed in range(20):
+        scene = make_scene(np.random.default_rng(seed), 4, (64, 96), style='robotic',
+                           same_looks=True)
+        for inst in scene.instruments:
+            types.add(inst.type_id)
+            wrists.add(inst.look.wrist)
+            jaws.add(inst.look.jaw)
+    assert types == set(ROBOTIC_TYPES)
+    assert len(wrists) == 1
+    spread = np.ptp(np.array(sorted(jaws)), axis=0)
+    assert spread.max() <= 16                  # the +-8 tint only
+
+
+def test_fold_every_sets_how_often_a_tip_is_hidden():
+    def occluded(fold_every):
+        n = 0
+        for seed in range(4):
+            tags: list[list[str]] = []
+            list(generate_sequence(seed, 60, (64, 80), style='robotic', tags=tags,
+                                   fold_every=fold_every))
+            n += sum('tip_occluded' in t for t in tags)
+        return n
+
+    assert occluded(10.0) > 2 * occluded(70.0)
+    with pytest.raises(ValueError, match='fold_every'):
+        make_scene(np.random.default_rng(0), 4, (64, 96), fold_every=0)
+
+
+def test_synth_cli_takes_the_type_cue_options(tmp_path):
+    assert dmnet_main(['synth', '--out', str(tmp_path), '--sequences', '1', '--frames', '3',
+                       '--size', '64x80', '--style', 'robotic', '--same-looks',
+                       '--fold-every', '5']) == 0
+    assert len(list((tmp_path / 'seq_000' / 'images').glob('*.png'))) == 3

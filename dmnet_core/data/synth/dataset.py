@@ -12,7 +12,7 @@ from dmnet_core.cli import parse_size
 from dmnet_core.config import BINARY_CLASSES, PARTS_CLASSES, TYPE_CLASSES
 from dmnet_core.data.layout import DatasetMeta, auto_splits, frame_stem, write_frame, write_meta
 from dmnet_core.data.synth.conditions import write_conditions
-from dmnet_core.data.synth.scene import STYLES, generate_sequence
+from dmnet_core.data.synth.scene import FOLD_EVERY, STYLES, generate_sequence
 
 log = logging.getLogger(__name__)
 
@@ -20,13 +20,15 @@ log = logging.getLogger(__name__)
 def generate_dataset(out: str | Path, sequences: int, frames: int, seed: int,
                      size: tuple[int, int] = (256, 320), fps: float = 25.0,
                      val: int | None = None, test: int | None = None,
-                     style: str = 'mixed') -> DatasetMeta:
+                     style: str = 'mixed', same_looks: bool = False,
+                     fold_every: float = FOLD_EVERY) -> DatasetMeta:
     """Write `sequences` generated sequences (`seq_000`, ...) and dataset.yaml under `out`.
 
     Splits keep sequence order: the last `test` sequences are test, the `val` before them val,
     the rest train (None: `layout.auto_splits` defaults; one sequence is in all three splits).
     Sequence i depends only on (seed, i, style), so adding sequences keeps the earlier ones.
-    Each sequence also gets `conditions.json` (per-frame condition tags).
+    Each sequence also gets `conditions.json` (per-frame condition tags). `same_looks` and
+    `fold_every` make instrument types harder to tell from one frame (see `make_scene`).
     """
     if sequences < 1:
         raise ValueError(f'sequences must be >= 1, got {sequences}')
@@ -42,8 +44,9 @@ def generate_dataset(out: str | Path, sequences: int, frames: int, seed: int,
         rng = np.random.default_rng(np.random.SeedSequence([seed, i]))
         tags: list[list[str]] = []
         stems = []
-        for j, (rgb, masks) in enumerate(generate_sequence(rng, frames, size, style=style,
-                                                           tags=tags)):
+        for j, (rgb, masks) in enumerate(generate_sequence(
+                rng, frames, size, style=style, tags=tags, same_looks=same_looks,
+                fold_every=fold_every)):
             stems.append(frame_stem(j))
             write_frame(out, name, stems[-1], rgb, masks)
         write_conditions(out / name, dict(zip(stems, tags)))
@@ -77,12 +80,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument('--style', choices=STYLES, default='mixed',
                    help='robotic (da Vinci-like), laparoscopic (round scope view, thin rigid '
                         'instruments) or mixed: one of the two per sequence (default)')
+    p.add_argument('--same-looks', action='store_true',
+                   help='every instrument of a style wears one colour scheme (as da Vinci '
+                        'instruments do), so only the jaws tell types apart')
+    p.add_argument('--fold-every', type=float, default=FOLD_EVERY,
+                   help='mean frames between tissue folds hiding an instrument tip '
+                        f'(default {FOLD_EVERY:g}; smaller = more tip occlusions)')
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     meta = generate_dataset(args.out, args.sequences, args.frames, args.seed, size=args.size,
-                            fps=args.fps, val=args.val, test=args.test, style=args.style)
+                            fps=args.fps, val=args.val, test=args.test, style=args.style,
+                            same_looks=args.same_looks, fold_every=args.fold_every)
     print(f'wrote {args.sequences} x {args.frames} frames ({args.style}) to {args.out} '
           f'(splits: ' + ', '.join(f'{k}={len(v)}' for k, v in meta.splits.items()) + ')')
     return 0

@@ -46,6 +46,7 @@ FLAT_BACKGROUND = (0, 255, 0)   # effects=False background: a colour no instrume
 STYLES = ('robotic', 'laparoscopic', 'mixed')
 # Laparoscopic type ids (4 grasper, 5 hook, 6 clip applier, 7 scissors, 8 suction): how often.
 LAP_P = np.array([0.34, 0.22, 0.14, 0.15, 0.15])
+FOLD_EVERY = 70.0   # mean frames between tissue folds over an instrument tip
 
 
 @dataclass
@@ -81,10 +82,14 @@ class Scene:
 
 
 def _instrument(rng: np.random.Generator, t_id: int, fov: Fov, frames: int,
-                size: tuple[int, int], first: bool, s: float) -> Instrument:
+                size: tuple[int, int], first: bool, s: float,
+                same_looks: bool = False) -> Instrument:
     """One instrument entering the view at a random place on its edge, aiming inwards."""
     h, w = size
     lk = LOOKS[t_id]
+    if same_looks:      # one colour scheme per style: only the shape tells the type
+        ref = LOOKS[ROBOTIC_TYPES[0] if t_id in ROBOTIC_TYPES else LAP_TYPES[0]]
+        lk = replace(lk, shaft=ref.shaft, wrist=ref.wrist, jaw=ref.jaw)
     if t_id in LAP_TYPES:
         # Thin shafts (a few % of the width), jaws in proportion; metal or black shaft.
         k = float(rng.uniform(0.55, 1.5)) * lk.shaft_w
@@ -129,8 +134,17 @@ def _instrument(rng: np.random.Generator, t_id: int, fov: Fov, frames: int,
 
 
 def make_scene(rng: np.random.Generator, frames: int, size: tuple[int, int],
-               effects: bool = True, style: str = 'mixed') -> Scene:
-    """Draw a sequence's scene: field of view, instruments, camera path and hard-case events."""
+               effects: bool = True, style: str = 'mixed', same_looks: bool = False,
+               fold_every: float = FOLD_EVERY) -> Scene:
+    """Draw a sequence's scene: field of view, instruments, camera path and hard-case events.
+
+    `same_looks` gives every instrument of a style one colour scheme (as da Vinci instruments
+    share black shafts and grey wrists), so a type is told by its jaws alone; `fold_every` is
+    the mean number of frames between tissue folds over a tip. Neither changes the random
+    draws, so defaults give the same video as before.
+    """
+    if fold_every <= 0:
+        raise ValueError(f'fold_every must be > 0, got {fold_every}')
     if style not in STYLES:
         raise ValueError(f'style must be one of {STYLES}, got {style!r}')
     out_size = (int(size[0]), int(size[1]))
@@ -153,7 +167,7 @@ def make_scene(rng: np.random.Generator, frames: int, size: tuple[int, int],
     alike = n_inst > 1 and rng.random() < 0.35
     instruments = []
     for i, t_id in enumerate(types):
-        inst = _instrument(rng, t_id, fov, frames, size, i == 0, s)
+        inst = _instrument(rng, t_id, fov, frames, size, i == 0, s, same_looks)
         if alike and i > 0:
             ref = instruments[0].look
             inst.look = replace(inst.look, shaft=ref.shaft, wrist=ref.wrist, jaw=ref.jaw)
@@ -185,7 +199,7 @@ def make_scene(rng: np.random.Generator, frames: int, size: tuple[int, int],
                 x, y = rng.random() * w, rng.random() * h
             flashes.append((start, int(rng.integers(1, 3)), float(x), float(y),
                             float(rng.uniform(8, 26) * s)))
-        for _ in range(int(rng.poisson(frames / 70))):
+        for _ in range(int(rng.poisson(frames / fold_every))):
             folds.append((int(rng.integers(0, frames)), int(rng.integers(3, 9)),
                           int(rng.integers(0, n_inst))))
     optics = draw_optics(rng, frames, size, style, effects)
@@ -363,7 +377,8 @@ def _motion_tags(scene: Scene, i: int, binary: np.ndarray, s: float, tags: set[s
 
 def generate_sequence(rng_or_seed: np.random.Generator | int, frames: int,
                       size: tuple[int, int] = (256, 320), effects: bool = True,
-                      style: str = 'mixed', tags: list[list[str]] | None = None
+                      style: str = 'mixed', tags: list[list[str]] | None = None,
+                      same_looks: bool = False, fold_every: float = FOLD_EVERY
                       ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
     """Yield `frames` frames of one generated sequence.
 
@@ -376,6 +391,7 @@ def generate_sequence(rng_or_seed: np.random.Generator | int, frames: int,
             used to check masks against pixels.
         style: 'robotic', 'laparoscopic' or 'mixed' (one of the two, drawn per sequence).
         tags: if given, each frame's condition tags are appended to it.
+        same_looks, fold_every: harder type cues, see `make_scene`.
 
     Yields:
         (rgb H x W x 3 uint8, {'binary', 'parts', 'type'} -> H x W uint8 class ids).
@@ -387,7 +403,7 @@ def generate_sequence(rng_or_seed: np.random.Generator | int, frames: int,
         raise ValueError(f'size must be at least 32x32, got {h}x{w}')
     rng = rng_or_seed if isinstance(rng_or_seed, np.random.Generator) \
         else np.random.default_rng(rng_or_seed)
-    scene = make_scene(rng, frames, (h, w), effects, style)
+    scene = make_scene(rng, frames, (h, w), effects, style, same_looks, fold_every)
     for i in range(frames):
         rgb, masks, frame_tags = render_frame_tagged(scene, i)
         if tags is not None:
