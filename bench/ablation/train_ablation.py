@@ -35,7 +35,7 @@ from bench.machine import cpu_name  # noqa: E402
 # Robotic instruments that share one colour scheme (types differ by their jaws only, as on
 # da Vinci video) and a tissue fold over a tip every 20 frames on average: frames on which one
 # image cannot name the type, which is what the paper's memories are for.
-SYNTH_ARGS = '--style robotic --same-looks --fold-every 20 --val 3 --test 3'
+SYNTH_ARGS = '--style robotic --same-looks --fold-every 20'
 
 VARIANTS = {                          # name -> `dmnet train` flags
     'single_frame': ['--no-local', '--no-global'],
@@ -78,6 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument('--synth-frames', type=int, default=80)
     ap.add_argument('--synth-seed', type=int, default=0)
     ap.add_argument('--synth-size', default='128x160')
+    ap.add_argument('--synth-val', type=int, default=3, help='val sequences (default 3)')
+    ap.add_argument('--synth-test', type=int, default=3, help='test sequences (default 3)')
     ap.add_argument('--synth-args', default=SYNTH_ARGS,
                     help=f"extra `dmnet synth` arguments (default '{SYNTH_ARGS}')")
     args = ap.parse_args(argv)
@@ -91,14 +93,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def ensure_data(args: argparse.Namespace) -> list[str] | None:
-    """Generate the training set when missing; returns the `dmnet synth` command or None."""
+def ensure_data(args: argparse.Namespace) -> list[str]:
+    """Generate the training set when missing; returns the `dmnet synth` command either way."""
     from dmnet_core.cli import main as dmnet
-    if (args.data / 'dataset.yaml').is_file():
-        return None
     cmd = ['synth', '--out', str(args.data), '--sequences', str(args.synth_sequences),
            '--frames', str(args.synth_frames), '--seed', str(args.synth_seed),
-           '--size', args.synth_size, *args.synth_args.split()]
+           '--size', args.synth_size, '--val', str(args.synth_val),
+           '--test', str(args.synth_test), *args.synth_args.split()]
+    if (args.data / 'dataset.yaml').is_file():
+        print(f'data: {args.data} exists, not regenerated', flush=True)
+        return cmd
     print('dmnet', ' '.join(cmd), flush=True)
     if dmnet(cmd) != 0:
         raise SystemExit(f'train_ablation: dmnet synth failed for {args.data}')
@@ -199,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = {'config': str(source_config.relative_to(REPO)
                             if source_config.is_relative_to(REPO) else source_config),
               'effective_config': str(args.config),
-              'synth_command': synth_cmd, 'stage1_iters': args.stage1_iters,
+              'synth_command': ['dmnet', *synth_cmd], 'stage1_iters': args.stage1_iters,
               'iters': args.iters, 'memory_fraction': args.memory_fraction,
               'train_commands': {k: ['dmnet', *v] for k, v in commands.items()},
               'wall_seconds': times, 'machine': cpu_name(), 'gpu': gpu_name()}

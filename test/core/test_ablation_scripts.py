@@ -31,7 +31,8 @@ def trained(tmp_path_factory) -> dict:
     argv = ['--data', str(root / 'data'), '--runs', str(root / 'runs'),
             '--models-out', str(root / 'models'), '--stage1-iters', '5', '--iters', '5',
             '--iters-per-epoch', '5', '--synth-sequences', '3', '--synth-frames', '8',
-            '--synth-size', '64x96', '--crop', '64', '96', '--batch-size', '2',
+            '--synth-size', '64x96', '--synth-val', '1', '--synth-test', '1',
+            '--crop', '64', '96', '--batch-size', '2',
             '--clip-len', '3', '--workers', '0', '--val-frames', '3', '--device', 'cpu']
     assert _script('train_ablation').main(argv) == 0
     return {'root': root, 'argv': argv}
@@ -57,6 +58,8 @@ def test_train_four_variants_identically(trained, capsys) -> None:
                 for c in configs.values()}) == 1
     recipe = json.loads((models / 'recipe.json').read_text())
     assert set(recipe['train_commands']) == {'stage1', *flags}
+    synth = recipe['synth_command']
+    assert synth[:2] == ['dmnet', 'synth'] and synth[synth.index('--val') + 1] == '1'
     for name in flags:
         cmd = recipe['train_commands'][name]
         assert '--new-memories' in cmd and cmd[cmd.index('--stages') + 1:][:3] == ['0', '0.3',
@@ -144,4 +147,6 @@ def test_effective_config_takes_the_data_sets_type_classes(tmp_path) -> None:
     path = _script('train_ablation').effective_config(args)
     exp = load_yaml(path, ExperimentConfig)
     assert exp.model.class_names[-1] == 'suction' and exp.model.num_classes == 5
-    assert exp.model.task == 'type' and exp.train.epochs == 10      # the rest as in the YAML
+    source = load_yaml(REPO / 'config' / 'ablation_type.yaml', ExperimentConfig)
+    assert exp.model.task == 'type' and exp.train == source.train     # the rest as in the YAML
+    assert exp.data == source.data and exp.model.input_size == source.model.input_size

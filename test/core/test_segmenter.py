@@ -222,6 +222,17 @@ def test_load_segmenter_options(tmp_path, caplog):
         load_segmenter(path, device='tpu')
 
 
+@pytest.mark.parametrize('task', ['binary', 'parts', 'type'])
+def test_every_task_has_a_shipped_model_that_runs(task):
+    # The package ships one model per task; each must load as that task and segment a frame.
+    from dmnet_core.checkpoint import SHIPPED_CHECKPOINTS
+    assert SHIPPED_CHECKPOINTS[task].is_file(), f'{SHIPPED_CHECKPOINTS[task]} is not shipped'
+    seg = load_segmenter(device='cpu', task=task)
+    assert seg.task == task and seg.class_names[0] == 'background'
+    probs = seg.step(frames(1, size=(48, 60))[0], return_probs=True)[1]
+    assert probs.shape[0] == len(seg.class_names) == seg.config.num_classes
+
+
 def test_load_segmenter_task_picks_the_shipped_model(tmp_path, monkeypatch):
     import dmnet_core.checkpoint as ckpt
     cfg = tiny_config()
