@@ -11,7 +11,9 @@ On generated validation video (never the real clip, never the held-out test seed
   r (representativeness) and s (similarity of consecutive frames), and the admission rate for a
   grid of alpha x beta (replayed on the recorded scores);
 - from training logs: the gradient norms of the memory modules per stage, and their share of
-  the whole network's gradient norm.
+  the whole network's gradient norm;
+- with `--calibrate-beta B ...`: the val mIoU with each beta (alpha and the rest as stored),
+  switched at inference; the calibration that the active rule's thresholds ask for, on val only.
 
 Prints the tables and writes `--json`.
 """
@@ -40,6 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument('--betas', type=float, nargs='+', default=[-1.0, -0.5, -0.3, -0.2, -0.1, -0.05])
     ap.add_argument('--train-log', type=Path, nargs='*', default=[],
                     help='train_log.csv files: memory gradient norms per stage')
+    ap.add_argument('--calibrate-beta', type=float, nargs='*', default=[],
+                    help='score the split (mIoU) with each of these betas')
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--json', type=Path,
                     default=REPO / 'bench' / 'results' / 'ablation_diagnostics.json')
@@ -77,6 +81,20 @@ def probe(args: argparse.Namespace) -> dict:
         out['scores'] = score_distributions(per_seq)
         out['admit_sweep'] = admit_sweep(per_seq, args.alphas, args.betas)
     return out
+
+
+def calibrate_beta(args: argparse.Namespace) -> list[dict]:
+    """Seed-protocol mIoU and admission rate on the split for each beta in --calibrate-beta."""
+    from dmnet_core.evaluate import score_split
+    from dmnet_core.segmenter import load_segmenter
+    rows = []
+    for beta in args.calibrate_beta:
+        seg = load_segmenter(args.checkpoint, args.device, precision='fp32',
+                             memory={'beta': beta})
+        summary, _, _ = score_split(seg, args.data, args.split, max_frames=args.max_frames)
+        rows.append({'beta': beta, 'mean_iou': summary['mean_iou'],
+                     'mean_dice': summary['mean_dice']})
+    return rows
 
 
 def gradient_norms(paths: list[Path]) -> dict:
@@ -134,6 +152,11 @@ def report(res: dict) -> str:
                   '|---|' + '---|' * len(betas)]
         for a in alphas:
             lines.append(f'| {a:g} | ' + ' | '.join(_f(cell[(a, b)]) for b in betas) + ' |')
+    if res.get('beta_calibration'):
+        lines += ['', f"beta calibration on {res['split']} (alpha {res['alpha']}):", '',
+                  '| beta | mIoU | mDice |', '|---|---|---|']
+        lines += [f"| {r['beta']:g} | {_f(r['mean_iou'])} | {_f(r['mean_dice'])} |"
+                  for r in res['beta_calibration']]
     for path, stages in res.get('gradients', {}).items():
         lines += ['', f'gradient norms, {path}:', '',
                   '| stage | iterations | all | local memory (share) | global memory (share) |',
@@ -154,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     res = probe(args)
     res['gradients'] = gradient_norms(args.train_log)
+    res['beta_calibration'] = calibrate_beta(args)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(res, indent=1))
     print(report(res))

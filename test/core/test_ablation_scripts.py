@@ -121,7 +121,8 @@ def test_diagnose(trained, tmp_path, capsys) -> None:
     out = tmp_path / 'diag.json'
     argv = ['--checkpoint', str(root / 'models' / 'dmnet.safetensors'), '--data',
             str(root / 'data'), '--train-log', str(root / 'runs' / 'dmnet' / 'train_log.csv'),
-            '--alphas', '-2', '0', '--betas', '-0.5', '1', '--json', str(out)]
+            '--alphas', '-2', '0', '--betas', '-0.5', '1', '--json', str(out),
+            '--calibrate-beta', '-1', '0.5']
     assert _script('diagnose_memory').main(argv) == 0
     res = json.loads(out.read_text())
     assert res['frames'] == 8 and res['reads']['local_reads'] == 8
@@ -129,7 +130,10 @@ def test_diagnose(trained, tmp_path, capsys) -> None:
     assert rates[(-2.0, 1.0)] == 1.0 and rates[(0.0, 1.0)] == 0.0      # r is in [-ln 4, 0]
     grads = res['gradients'][str(root / 'runs' / 'dmnet' / 'train_log.csv')]
     assert list(grads) == ['memory', 'all'] and grads['memory']['grad_norm_local_memory'] > 0
-    assert 'admission rate' in capsys.readouterr().out
+    assert [r['beta'] for r in res['beta_calibration']] == [-1.0, 0.5]
+    assert all(0.0 <= r['mean_iou'] <= 1.0 for r in res['beta_calibration'])
+    printed = capsys.readouterr().out
+    assert 'admission rate' in printed and 'beta calibration on val' in printed
     assert _script('diagnose_memory').main(['--checkpoint', str(tmp_path / 'none')]) == 2
 
 
