@@ -84,16 +84,12 @@ def probe(args: argparse.Namespace) -> dict:
 
 
 def calibrate_beta(args: argparse.Namespace) -> list[dict]:
-    """Seed-protocol mIoU and admission rate on the split for each beta in --calibrate-beta."""
-    from dmnet_core.evaluate import score_split
-    from dmnet_core.segmenter import load_segmenter
+    """Seed-protocol mIoU and mDice on the split for each beta in --calibrate-beta."""
+    from bench.ablation.score_ablation import score
     rows = []
     for beta in args.calibrate_beta:
-        seg = load_segmenter(args.checkpoint, args.device, precision='fp32',
-                             memory={'beta': beta})
-        summary, _, _ = score_split(seg, args.data, args.split, max_frames=args.max_frames)
-        rows.append({'beta': beta, 'mean_iou': summary['mean_iou'],
-                     'mean_dice': summary['mean_dice']})
+        row = score(args.checkpoint, args, memory={'beta': beta})
+        rows.append({'beta': beta, 'mean_iou': row['mean_iou'], 'mean_dice': row['mean_dice']})
     return rows
 
 
