@@ -228,6 +228,9 @@ class TrainConfig:
     # [single_frame, memory, all]; [] = one stage training everything.
     stages: list[float] = field(default_factory=list)
     stage_lr: list[float] = field(default_factory=list)   # lr multiplier per stage ([]: 1.0)
+    # > 0: checkpoints and validation use an exponential moving average of the weights with
+    # this decay (dmnet_core.train.ema); the raw weights train on and are kept for --resume.
+    ema_decay: float = 0.0
 
 
 @dataclass

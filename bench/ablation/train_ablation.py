@@ -72,6 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for flag in ('--batch-size', '--workers', '--clip-len', '--val-frames', '--seed'):
         ap.add_argument(flag, type=int, default=None, help='passed to dmnet train')
     ap.add_argument('--lr', type=float, default=None, help='passed to dmnet train')
+    ap.add_argument('--ema-decay', type=float, default=None, help='passed to dmnet train')
     ap.add_argument('--device', default=None, help='passed to dmnet train')
     ap.add_argument('--crop', type=int, nargs=2, default=None, help='passed to dmnet train')
     ap.add_argument('--synth-sequences', type=int, default=24)
@@ -129,7 +130,8 @@ def effective_config(args: argparse.Namespace) -> Path:
 def common_flags(args: argparse.Namespace) -> list[str]:
     flags = ['--config', str(args.config), '--data', str(args.data),
              '--iters', str(args.iters_per_epoch)]
-    for name in ('batch_size', 'workers', 'clip_len', 'val_frames', 'seed', 'lr', 'device'):
+    for name in ('batch_size', 'workers', 'clip_len', 'val_frames', 'seed', 'lr', 'ema_decay',
+                 'device'):
         value = getattr(args, name)
         if value is not None:
             flags += [f'--{name.replace("_", "-")}', str(value)]

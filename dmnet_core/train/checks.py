@@ -22,6 +22,7 @@ def validate_config(exp: ExperimentConfig) -> None:
         (t.schedule in ('cosine', 'poly'),
          f"train.schedule {t.schedule!r} not in ('cosine', 'poly')"),
         (0 <= t.min_lr_ratio <= 1, f'train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}'),
+        (0 <= t.ema_decay < 1, f'train.ema_decay must be in [0, 1), got {t.ema_decay}'),
         (t.dice_weight >= 0, f'train.dice_weight must be >= 0, got {t.dice_weight}'),
         (t.amp_dtype in ('bf16', 'fp16'), f'train.amp_dtype {t.amp_dtype!r} not in bf16/fp16'),
         (t.log in ('csv', 'tensorboard'), f"train.log {t.log!r} not in ('csv', 'tensorboard')"),

@@ -32,7 +32,7 @@ def apply_overrides(exp: ExperimentConfig, args: argparse.Namespace) -> Experime
               'iters': ('train', 'iters_per_epoch'), 'batch_size': ('train', 'batch_size'),
               'lr': ('train', 'lr'), 'seed': ('train', 'seed'), 'log': ('train', 'log'),
               'val_frames': ('train', 'val_max_frames'), 'workers': ('data', 'num_workers'),
-              'clip_len': ('data', 'clip_len')}
+              'clip_len': ('data', 'clip_len'), 'ema_decay': ('train', 'ema_decay')}
     for arg, (section, key) in simple.items():
         value = getattr(args, arg, None)
         if value is not None:
@@ -94,6 +94,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         'single-frame network, the memory modules alone, then everything')
     p.add_argument('--stage-lr', type=float, nargs=3, default=None, metavar=('S1', 'S2', 'S3'),
                    help='learning-rate multiplier of each stage')
+    p.add_argument('--ema-decay', type=float, default=None, metavar='D',
+                   help='validate and save a moving average of the weights with decay D '
+                        '(e.g. 0.99; 0 = off, the default)')
     p.set_defaults(func=run)
 
 

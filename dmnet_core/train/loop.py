@@ -8,7 +8,8 @@ clipping, autocast on CUDA (bf16, or fp16 with a grad scaler).
 
 After each epoch the weights are written to `OUT/last.safetensors` and scored through the same
 `Segmenter` code path as `dmnet evaluate` (frame by frame, causal) on the val split; the best
-(mean Dice, seed-paper protocol) is copied to `OUT/best.safetensors`.
+(mean Dice, seed-paper protocol) is copied to `OUT/best.safetensors`. With `train.ema_decay`
+both hold the moving average of the weights (`dmnet_core.train.ema`) instead of the raw ones.
 
 Resume state (no pickle): `OUT/resume.safetensors` holds the model and optimizer tensors and
 the torch RNG states; `OUT/resume.json` the step, scheduler, optimizer hyper-parameters, numpy
@@ -30,6 +31,7 @@ norms), `OUT/val_log.csv` (per epoch), `OUT/config.yaml`
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -47,6 +49,7 @@ from dmnet_core.config import ExperimentConfig, save_yaml
 from dmnet_core.train.checks import check_classes, check_split, validate_config
 from dmnet_core.train.data import EpochSampler, build_dataset
 from dmnet_core.train.distributed import seed_everything, setup_distributed
+from dmnet_core.train.ema import WeightAverage
 from dmnet_core.train.logs import TRAIN_LOG_FIELDS, VAL_LOG_FIELDS, CsvLog, open_tensorboard
 from dmnet_core.train.objective import IGNORE_INDEX, param_groups, soft_dice_loss
 from dmnet_core.train.resume import (
@@ -223,6 +226,11 @@ def train(exp: ExperimentConfig, resume: bool = False, *,
         restore(meta, tensors, raw, optimizer, scheduler, amp.scaler)
         best = meta.get('best_score')
         log.info('resumed from %s at step %d (best %s)', out / RESUME_JSON, start_step, best)
+    # Built after init/restore, so the average starts at the weights training starts from.
+    ema = WeightAverage(raw, t.ema_decay) if t.ema_decay > 0 else None
+    if ema is not None and meta is not None and not ema.load(tensors, meta.get('ema_updates') or 0):
+        log.warning('%s holds no weight average: starting it from the resumed weights',
+                    out / RESUME_JSON)
 
     dataset = build_dataset(exp, dist_info)
     train_log = val_log = tb = None
@@ -244,7 +252,7 @@ def train(exp: ExperimentConfig, resume: bool = False, *,
 
     def save_state() -> None:
         if dist_info.main:
-            save_resume(out, raw, optimizer, scheduler, amp.scaler, step, best, exp)
+            save_resume(out, raw, optimizer, scheduler, amp.scaler, step, best, exp, ema=ema)
 
     try:
         while step < total:
@@ -264,6 +272,8 @@ def train(exp: ExperimentConfig, resume: bool = False, *,
                     apply_stage(raw, stage, freeze=freeze)
                 seed_everything(t.seed, step, dist_info.rank)
                 terms = _train_step(batch, exp, raw, net, optimizer, amp, device, stage, step)
+                if ema is not None:
+                    ema.update(raw)
                 lr = optimizer.param_groups[0]['lr']
                 scheduler.step()
                 step += 1
@@ -302,8 +312,9 @@ def train(exp: ExperimentConfig, resume: bool = False, *,
             # End of an epoch: last checkpoint, causal validation, best model, resume state.
             if dist_info.main:
                 extra = {'epoch': epoch + 1, 'step': step, 'loss': losses[-1] if losses else None,
-                         'stage': stage}
-                save_checkpoint(last_path, raw, exp.model, extra=extra)
+                         'stage': stage, 'ema_decay': t.ema_decay}
+                with ema.applied(raw) if ema is not None else contextlib.nullcontext():
+                    save_checkpoint(last_path, raw, exp.model, extra=extra)
                 # Only the last stage trains the final model: earlier ones never become best.
                 final_stage = plan.index_at(step - 1) == plan.last
                 if exp.data.val_split:

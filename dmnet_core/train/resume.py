@@ -44,11 +44,16 @@ def _set_json_rng(state: dict) -> None:
 
 def save_resume(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                 scheduler: Any, scaler: Any, step: int, best: float | None,
-                exp: ExperimentConfig) -> None:
-    """Write resume.safetensors + resume.json atomically (tensors first, JSON names the step)."""
+                exp: ExperimentConfig, ema: Any = None) -> None:
+    """Write resume.safetensors + resume.json atomically (tensors first, JSON names the step).
+
+    `ema`: the run's WeightAverage, if any; its tensors go in as `ema.*`.
+    """
     from safetensors.torch import save_file
     tensors = {f'model.{k}': v.detach().cpu().contiguous().clone()
                for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update(ema.tensors())
     opt = optimizer.state_dict()
     opt_scalars: dict[str, dict] = {}
     for pid, st in opt['state'].items():
@@ -67,6 +72,7 @@ def save_resume(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
         'optim_state_ids': sorted(int(k) for k in opt['state']),
         'scheduler': scheduler.state_dict(), 'scaler': scaler.state_dict() if scaler else None,
         'rng': _json_rng(), 'config': to_dict(exp), 'time': time.time(),
+        'ema_updates': None if ema is None else ema.updates,
     }
     tmp_t, tmp_j = out / (RESUME_TENSORS + '.tmp'), out / (RESUME_JSON + '.tmp')
     save_file(tensors, str(tmp_t), metadata={'step': str(step)})

@@ -154,3 +154,68 @@ def test_effective_config_takes_the_data_sets_type_classes(tmp_path) -> None:
     source = load_yaml(REPO / 'config' / 'ablation_type.yaml', ExperimentConfig)
     assert exp.model.task == 'type' and exp.train == source.train     # the rest as in the YAML
     assert exp.data == source.data and exp.model.input_size == source.model.input_size
+
+
+def test_size_and_schedule_flags_pass_through_to_dmnet_train() -> None:
+    script = _script('train_ablation')
+    args = script.parse_args(['--seed', '3', '--ema-decay', '0.99', '--crop', '64', '96'])
+    flags = script.common_flags(args)
+    for pair in (['--seed', '3'], ['--ema-decay', '0.99'], ['--crop', '64', '96']):
+        i = flags.index(pair[0])
+        assert flags[i:i + len(pair)] == pair
+    assert '--lr' not in flags                   # unset flags leave the config's values
+
+
+def _fake_score(path: Path, miou: dict, tip: dict) -> Path:
+    models = {v: {'mean_iou': m, 'per_condition_miou': {'tip_occluded': tip[v]}}
+              for v, m in miou.items()}
+    path.write_text(json.dumps({'machine': 'cpu', 'test_data': {'seed': 7919}, 'models': models}))
+    return path
+
+
+def test_summarize_draws_pairs_each_gain_with_its_own_single_frame(tmp_path, capsys) -> None:
+    summarize = _script('summarize_draws')
+    a = _fake_score(tmp_path / 'a.json',
+                    {'single_frame': 0.20, 'local_only': 0.30, 'global_only': 0.25, 'dmnet': 0.26},
+                    {'single_frame': 0.1, 'local_only': 0.2, 'global_only': 0.1, 'dmnet': 0.3})
+    b = _fake_score(tmp_path / 'b.json',
+                    {'single_frame': 0.30, 'local_only': 0.28, 'global_only': 0.33, 'dmnet': 0.34},
+                    {'single_frame': 0.2, 'local_only': 0.2, 'global_only': 0.4, 'dmnet': 0.3})
+    out = tmp_path / 'sum.json'
+    assert summarize.main([f'first={a}', str(b), '--json', str(out), '--md',
+                           str(tmp_path / 'sum.md')]) == 0
+    res = json.loads(out.read_text())
+    assert [d['label'] for d in res['draws']] == ['first', 'b']
+    # Gains are per draw: local +10 then -2 (mean +4, sd sqrt(72)), dmnet +6 then +4.
+    assert res['gain']['local_only']['mean'] == pytest.approx(4.0)
+    assert res['gain']['local_only']['sd'] == pytest.approx(72 ** 0.5)
+    assert res['gain']['local_only']['draws_meeting_bar'] == 1
+    assert res['gain']['dmnet']['mean'] == pytest.approx(5.0)
+    assert res['gain']['dmnet']['draws_meeting_bar'] == 2 and res['gain']['dmnet']['mean_meets_bar']
+    assert res['gain']['global_only']['min'] == pytest.approx(3.0)
+    assert res['per_condition_mean_gain']['tip_occluded']['dmnet'] == pytest.approx(15.0)
+    assert '2 of 2' in (tmp_path / 'sum.md').read_text()
+
+
+def test_summarize_draws_averages_one_draw_over_its_held_out_sets(tmp_path) -> None:
+    summarize = _script('summarize_draws')
+    tip = dict.fromkeys(('single_frame', 'local_only', 'global_only', 'dmnet'), 0.1)
+    a = _fake_score(tmp_path / 'a.json', {'single_frame': 0.20, 'local_only': 0.30,
+                                          'global_only': 0.20, 'dmnet': 0.30}, tip)
+    b = _fake_score(tmp_path / 'b.json', {'single_frame': 0.40, 'local_only': 0.30,
+                                          'global_only': 0.40, 'dmnet': 0.34}, tip)
+    res = summarize.summarize([summarize.load_draw(f'run={a}'), summarize.load_draw(f'run={b}')])
+    (draw,) = res['draws']
+    assert draw['miou']['single_frame'] == pytest.approx(30.0)
+    assert draw['gain']['dmnet'] == pytest.approx(2.0) and draw['gain']['local_only'] == 0.0
+    assert draw['test_seeds'] == [7919, 7919] and res['gain']['dmnet']['sd'] is None
+
+
+def test_summarize_draws_names_a_bad_file(tmp_path) -> None:
+    summarize = _script('summarize_draws')
+    bad = tmp_path / 'partial.json'
+    bad.write_text(json.dumps({'models': {'single_frame': {'mean_iou': 0.2}}}))
+    with pytest.raises(SystemExit, match='partial.json has no scores for local_only'):
+        summarize.main([str(bad)])
+    with pytest.raises(SystemExit, match='cannot read .*missing.json'):
+        summarize.main([str(tmp_path / 'missing.json')])

@@ -1,0 +1,141 @@
+"""Several training draws of the memory ablation, side by side: mean, spread and the issue's bars.
+
+    python bench/ablation/summarize_draws.py run1=bench/results/ablation.json \
+        run2=bench/results/ablation_rerun.json ... [--json OUT.json] [--md OUT.md]
+
+Each input is a `score_ablation.py --json` file (one training draw of the four variants, scored
+on one held-out set); `label=` is optional (default: the file's stem), and files sharing a label
+are one draw scored on several held-out sets (its mIoU is their mean). Per draw: each variant's
+mIoU and its gain over that draw's single-frame network. Over the draws: mean, sample standard
+deviation and minimum of each gain, per-condition mean gains, and how many draws meet the bars
+of issue 15 (DMNet >= +3 mIoU points, local only and global only >= +1 each). One draw's gain
+mixes the effect of the memory with training noise; the mean over draws is what says whether a
+memory earns its place, the spread says how far one draw can be trusted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+VARIANTS = ('single_frame', 'local_only', 'global_only', 'dmnet')
+# Issue 15's bars: mIoU points over the single-frame network.
+BARS = {'local_only': 1.0, 'global_only': 1.0, 'dmnet': 3.0}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('draws', nargs='+', help='[label=]score_ablation JSON, one per training draw')
+    ap.add_argument('--json', type=Path, help='write the summary here')
+    ap.add_argument('--md', type=Path, help='write the markdown tables here')
+    return ap.parse_args(argv)
+
+
+def load_draw(spec: str) -> tuple[str, dict]:
+    label, sep, path = spec.partition('=')
+    path = Path(path if sep else spec)
+    if not sep:
+        label = path.stem
+    try:
+        res = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f'summarize_draws: cannot read {path}: {e}') from None
+    missing = [v for v in VARIANTS if v not in res.get('models', {})]
+    if missing:
+        raise SystemExit(f'summarize_draws: {path} has no scores for {", ".join(missing)}')
+    return label, res
+
+
+def _stats(values: list[float]) -> dict:
+    sd = statistics.stdev(values) if len(values) > 1 else None
+    return {'mean': statistics.fmean(values), 'sd': sd, 'min': min(values), 'max': max(values)}
+
+
+def summarize(draws: list[tuple[str, dict]]) -> dict:
+    """mIoU and gains in points (x100), per draw and over draws.
+
+    Files with the same label are one draw scored on several held-out sets: the draw's mIoU
+    is their mean.
+    """
+    groups: dict[str, list[dict]] = {}
+    for label, res in draws:
+        groups.setdefault(label, []).append(res)
+    per_draw = []
+    for label, scored in groups.items():
+        m = {v: statistics.fmean(100 * r['models'][v]['mean_iou'] for r in scored)
+             for v in VARIANTS}
+        per_draw.append({'label': label,
+                         'scored_on': sorted({str(r.get('machine')) for r in scored}),
+                         'test_seeds': [r.get('test_data', {}).get('seed') for r in scored],
+                         'miou': m, 'gain': {v: m[v] - m['single_frame'] for v in BARS}})
+    gains = {v: _stats([d['gain'][v] for d in per_draw]) for v in BARS}
+    for v, bar in BARS.items():
+        gains[v]['bar'] = bar
+        gains[v]['draws_meeting_bar'] = sum(d['gain'][v] >= bar for d in per_draw)
+        gains[v]['mean_meets_bar'] = gains[v]['mean'] >= bar
+    conditions = sorted({c for _, res in draws for c in
+                         res['models']['single_frame'].get('per_condition_miou', {})})
+    cond_gain = {}
+    for c in conditions:
+        cells = [res['models'] for _, res in draws
+                 if all(c in res['models'][v].get('per_condition_miou', {}) for v in VARIANTS)]
+        if cells:
+            cond_gain[c] = {v: statistics.fmean(
+                100 * (ms[v]['per_condition_miou'][c] - ms['single_frame']['per_condition_miou'][c])
+                for ms in cells) for v in BARS}
+    return {'draws': per_draw, 'miou': {v: _stats([d['miou'][v] for d in per_draw])
+                                        for v in VARIANTS},
+            'gain': gains, 'per_condition_mean_gain': cond_gain}
+
+
+def _pm(s: dict) -> str:
+    return f"{s['mean']:+.2f} ± {s['sd']:.2f}" if s['sd'] is not None else f"{s['mean']:+.2f}"
+
+
+def to_markdown(summary: dict) -> str:
+    n = len(summary['draws'])
+    lines = ['| draw | held-out seeds | single_frame | local_only | global_only | DMNet |',
+             '|---|---|---|---|---|---|']
+    for d in summary['draws']:
+        cells = [f"{d['miou']['single_frame']:.2f}"] + [
+            f"{d['miou'][v]:.2f} ({d['gain'][v]:+.2f})" for v in BARS]
+        seeds = ', '.join(str(t) for t in d['test_seeds'] if t is not None)
+        lines.append(f"| {d['label']} | {seeds} | "
+                     + ' | '.join(cells) + ' |')
+    mi, g = summary['miou'], summary['gain']
+    lines.append(f'| mean ± sd of {n} | | {mi["single_frame"]["mean"]:.2f} ± '
+                 f'{(mi["single_frame"]["sd"] or 0):.2f} | '
+                 + ' | '.join(f'{mi[v]["mean"]:.2f} ({_pm(g[v])})' for v in BARS) + ' |')
+    lines += ['', '| gain over single-frame (mIoU points) | bar | mean ± sd | min | max '
+              '| draws at or over the bar |',
+              '|---|---|---|---|---|---|']
+    for v in BARS:
+        s = g[v]
+        lines.append(f"| {v} | +{s['bar']:g} | {_pm(s)} | {s['min']:+.2f} | {s['max']:+.2f} | "
+                     f"{s['draws_meeting_bar']} of {n} |")
+    if summary['per_condition_mean_gain']:
+        lines += ['', 'Mean gain over single-frame by condition (mIoU points):', '',
+                  '| condition | local_only | global_only | DMNet |', '|---|---|---|---|']
+        for c, row in summary['per_condition_mean_gain'].items():
+            lines.append(f'| {c} | ' + ' | '.join(f'{row[v]:+.2f}' for v in BARS) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    summary = summarize([load_draw(s) for s in args.draws])
+    md = to_markdown(summary)
+    print(md)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=1))
+    if args.md:
+        args.md.parent.mkdir(parents=True, exist_ok=True)
+        args.md.write_text(md)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
