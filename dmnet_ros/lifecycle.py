@@ -38,6 +38,11 @@ class ManagedNode:
         try:
             self.load_model()
         except StartupError as exc:
+            if getattr(self, '_stopping', False):
+                # A stop signal broke the load, and torch re-raised it as another error
+                # ("could not determine the shape ..."): a stop, not a faulty model.
+                self.get_logger().info('stopped while loading the model')
+                return TransitionCallbackReturn.FAILURE
             self.get_logger().error(str(exc))
             return TransitionCallbackReturn.FAILURE
         self._create_outputs()

@@ -127,7 +127,9 @@ def _serve(node: Any, stopper: _Stopper) -> int:
     """Autostart (configure, activate), then the model loop until a signal or shutdown."""
     if node.p['autostart']:
         if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-            return EXIT_CONFIG          # the reason was logged by on_configure
+            # A signal that lands inside rclpy's transition code (not in on_configure) makes
+            # the transition fail: that is a stop, not a bad configuration.
+            return EXIT_OK if stopper.signalled else EXIT_CONFIG
         node.trigger_activate()
     else:
         node.get_logger().info('dmnet unconfigured: waiting for a lifecycle manager '
