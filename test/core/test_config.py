@@ -59,3 +59,24 @@ def test_class_names_per_task():
     assert default_class_names('type', 'cholecseg8k') == ['background', 'grasper', 'l_hook']
     with pytest.raises(ValueError):
         default_class_names('type', 'nope')
+
+
+@pytest.mark.parametrize('name', ['train_synth_binary', 'train_synth_binary_long',
+                                  'train_synth_parts', 'ablation_type', 'train_synth',
+                                  'train_endovis17', 'train_cholecseg8k'])
+def test_committed_recipes_load_and_validate(name):
+    from pathlib import Path
+    exp = load_yaml(Path(__file__).resolve().parents[2] / 'config' / f'{name}.yaml',
+                    ExperimentConfig)
+    exp.model.validate()
+
+
+def test_binary_stage2_recipe_continues_the_stage1_model():
+    # Stage 2 starts from stage 1's weights (--init), so its model section must be stage 1's.
+    from pathlib import Path
+    config = Path(__file__).resolve().parents[2] / 'config'
+    stage1 = load_yaml(config / 'train_synth_binary.yaml', ExperimentConfig)
+    stage2 = load_yaml(config / 'train_synth_binary_long.yaml', ExperimentConfig)
+    assert stage2.model == stage1.model
+    assert stage2.data.root != stage1.data.root
+    assert stage2.train.out_dir != stage1.train.out_dir
