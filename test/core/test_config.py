@@ -1,4 +1,6 @@
 """Typed configuration: YAML round trip and errors that name the bad key or value."""
+from pathlib import Path
+
 import pytest
 
 from dmnet_core.config import (
@@ -9,6 +11,8 @@ from dmnet_core.config import (
     load_yaml,
     save_yaml,
 )
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / 'config'
 
 
 def test_yaml_round_trip(tmp_path):
@@ -65,18 +69,14 @@ def test_class_names_per_task():
                                   'train_synth_parts', 'ablation_type', 'train_synth',
                                   'train_endovis17', 'train_cholecseg8k'])
 def test_committed_recipes_load_and_validate(name):
-    from pathlib import Path
-    exp = load_yaml(Path(__file__).resolve().parents[2] / 'config' / f'{name}.yaml',
-                    ExperimentConfig)
+    exp = load_yaml(CONFIG_DIR / f'{name}.yaml', ExperimentConfig)
     exp.model.validate()
 
 
 def test_binary_stage2_recipe_continues_the_stage1_model():
     # Stage 2 starts from stage 1's weights (--init), so its model section must be stage 1's.
-    from pathlib import Path
-    config = Path(__file__).resolve().parents[2] / 'config'
-    stage1 = load_yaml(config / 'train_synth_binary.yaml', ExperimentConfig)
-    stage2 = load_yaml(config / 'train_synth_binary_long.yaml', ExperimentConfig)
+    stage1 = load_yaml(CONFIG_DIR / 'train_synth_binary.yaml', ExperimentConfig)
+    stage2 = load_yaml(CONFIG_DIR / 'train_synth_binary_long.yaml', ExperimentConfig)
     assert stage2.model == stage1.model
     assert stage2.data.root != stage1.data.root
     assert stage2.train.out_dir != stage1.train.out_dir
