@@ -35,7 +35,7 @@ from bench.machine import cpu_name  # noqa: E402
 # Robotic instruments that share one colour scheme (types differ by their jaws only, as on
 # da Vinci video) and a tissue fold over a tip every 20 frames on average: frames on which one
 # image cannot name the type, which is what the paper's memories are for.
-SYNTH_ARGS = '--style robotic --same-looks --fold-every 20'
+SYNTH_ARGS = '--style robotic --same-looks --fold-every 20 --generator 2'
 
 VARIANTS = {                          # name -> `dmnet train` flags
     'single_frame': ['--no-local', '--no-global'],

@@ -1,5 +1,6 @@
 """The generator: determinism, masks that match the drawn pixels (per style), the field of
 view's surround, condition tags, CLI."""
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from dmnet_core.data.synth import (
     render_frame,
     render_frame_tagged,
 )
+from dmnet_core.data.synth import scene as scene_module
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -254,3 +256,52 @@ def test_synth_cli_takes_the_type_cue_options(tmp_path):
                        '--size', '64x80', '--style', 'robotic', '--same-looks',
                        '--fold-every', '5']) == 0
     assert len(list((tmp_path / 'seq_000' / 'images').glob('*.png'))) == 3
+
+
+def test_revision_3_changes_the_look_not_the_scene_or_masks():
+    # Revision 3 draws from its own stream: same masks and tags as revision 2 for a seed, but
+    # the metal mirrors the tissue (instrument pixels change) and pale fibres cross the tissue.
+    metal_changed = background_changed = 0
+    for seed in range(4):
+        out = {}
+        for g in (2, 3):
+            tags: list[list[str]] = []
+            out[g] = (list(generate_sequence(seed, 6, (96, 128), style='laparoscopic',
+                                             tags=tags, generator=g)), tags)
+        (f2, t2), (f3, t3) = out[2], out[3]
+        assert t2 == t3
+        for (rgb2, m2), (rgb3, m3) in zip(f2, f3):
+            for k in m2:
+                assert np.array_equal(m2[k], m3[k])
+            diff = np.abs(rgb2.astype(int) - rgb3.astype(int)).sum(axis=-1) > 12
+            metal_changed += int((diff & (m2['binary'] == 1)).sum())
+            background_changed += int((diff & (m2['binary'] == 0)).sum())
+    assert metal_changed > 100
+    assert background_changed > 100
+
+
+def test_revision_3_metal_takes_the_surroundings_hue():
+    # A bare metal part (grey) in a red scene turns red-ish; dark insulation stays dark.
+    scene = make_scene(np.random.default_rng(0), 4, (64, 80), style='robotic')
+    scene = replace(scene, reflect=(1.0,) * len(scene.instruments), env_shift=(0, 0))
+    col = np.full((64, 80, 3), 160, np.uint8)
+    bg = np.zeros((64, 80, 3), np.float32)
+    bg[...] = (200, 60, 50)
+    refl = np.zeros((64, 80), np.float32)
+    refl[:, :40] = 1.0
+    out = scene_module._reflections(scene, col, refl, bg, 0.25)
+    r, g, b = out[10, 10]
+    assert r > 160 > g and r > b
+    assert np.allclose(out[10, 60], 160)              # no reflectivity: colour unchanged
+    assert scene_module._metalness((28, 28, 32)) == 0.0
+    assert scene_module._metalness((165, 166, 170)) > 0.9
+
+
+def test_generator_revision_is_checked(tmp_path, capsys):
+    with pytest.raises(ValueError, match='generator'):
+        make_scene(np.random.default_rng(0), 4, (64, 96), generator=1)
+    with pytest.raises(SystemExit):
+        dmnet_main(['synth', '--out', str(tmp_path), '--generator', '7'])
+    assert '--generator' in capsys.readouterr().err
+    assert dmnet_main(['synth', '--out', str(tmp_path / 'g2'), '--sequences', '1', '--frames',
+                       '2', '--size', '64x80', '--generator', '2']) == 0

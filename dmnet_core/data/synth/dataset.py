@@ -12,7 +12,13 @@ from dmnet_core.cli import parse_size
 from dmnet_core.config import BINARY_CLASSES, PARTS_CLASSES, TYPE_CLASSES
 from dmnet_core.data.layout import DatasetMeta, auto_splits, frame_stem, write_frame, write_meta
 from dmnet_core.data.synth.conditions import write_conditions
-from dmnet_core.data.synth.scene import FOLD_EVERY, STYLES, generate_sequence
+from dmnet_core.data.synth.scene import (
+    FOLD_EVERY,
+    GENERATOR,
+    GENERATORS,
+    STYLES,
+    generate_sequence,
+)
 
 log = logging.getLogger(__name__)
 
@@ -21,14 +27,15 @@ def generate_dataset(out: str | Path, sequences: int, frames: int, seed: int,
                      size: tuple[int, int] = (256, 320), fps: float = 25.0,
                      val: int | None = None, test: int | None = None,
                      style: str = 'mixed', same_looks: bool = False,
-                     fold_every: float = FOLD_EVERY) -> DatasetMeta:
+                     fold_every: float = FOLD_EVERY, generator: int = GENERATOR) -> DatasetMeta:
     """Write `sequences` generated sequences (`seq_000`, ...) and dataset.yaml under `out`.
 
     Splits keep sequence order: the last `test` sequences are test, the `val` before them val,
     the rest train (None: `layout.auto_splits` defaults; one sequence is in all three splits).
     Sequence i depends only on (seed, i, style), so adding sequences keeps the earlier ones.
     Each sequence also gets `conditions.json` (per-frame condition tags). `same_looks` and
-    `fold_every` make instrument types harder to tell from one frame (see `make_scene`).
+    `fold_every` make instrument types harder to tell from one frame (see `make_scene`);
+    `generator` is the rendering revision (`scene.GENERATORS`).
     """
     if sequences < 1:
         raise ValueError(f'sequences must be >= 1, got {sequences}')
@@ -36,6 +43,8 @@ def generate_dataset(out: str | Path, sequences: int, frames: int, seed: int,
         raise ValueError(f'fps must be > 0, got {fps}')
     if style not in STYLES:
         raise ValueError(f'style must be one of {STYLES}, got {style!r}')
+    if generator not in GENERATORS:
+        raise ValueError(f'generator must be one of {GENERATORS}, got {generator!r}')
     out = Path(out)
     names = [f'seq_{i:03d}' for i in range(sequences)]
     splits = auto_splits(names, val, test)      # validate before writing anything
@@ -46,7 +55,7 @@ def generate_dataset(out: str | Path, sequences: int, frames: int, seed: int,
         stems = []
         for j, (rgb, masks) in enumerate(generate_sequence(
                 rng, frames, size, style=style, tags=tags, same_looks=same_looks,
-                fold_every=fold_every)):
+                fold_every=fold_every, generator=generator)):
             stems.append(frame_stem(j))
             write_frame(out, name, stems[-1], rgb, masks)
         write_conditions(out / name, dict(zip(stems, tags)))
@@ -86,13 +95,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument('--fold-every', type=float, default=FOLD_EVERY,
                    help='mean frames between tissue folds hiding an instrument tip '
                         f'(default {FOLD_EVERY:g}; smaller = more tip occlusions)')
+    p.add_argument('--generator', type=int, choices=GENERATORS, default=GENERATOR,
+                   help='rendering revision: 2 flat grey metal; 3 metal mirrors the tissue and '
+                        'pale fibres cross it (same scenes and masks for a seed; '
+                        f'default {GENERATOR})')
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     meta = generate_dataset(args.out, args.sequences, args.frames, args.seed, size=args.size,
                             fps=args.fps, val=args.val, test=args.test, style=args.style,
-                            same_looks=args.same_looks, fold_every=args.fold_every)
-    print(f'wrote {args.sequences} x {args.frames} frames ({args.style}) to {args.out} '
+                            same_looks=args.same_looks, fold_every=args.fold_every,
+                            generator=args.generator)
+    print(f'wrote {args.sequences} x {args.frames} frames ({args.style}, generator '
+          f'{args.generator}) to {args.out} '
           f'(splits: ' + ', '.join(f'{k}={len(v)}' for k, v in meta.splits.items()) + ')')
     return 0

@@ -7,6 +7,12 @@ pixels under smoke, fog or a specular flash keep their instrument label.
 
 Naming: `s` = image scale (min(H, W) / 256); `style` is 'robotic' or 'laparoscopic' per
 sequence ('mixed' picks one of them per sequence).
+
+Generator revisions (`generator`): 2 draws instruments in flat grey metal on the tissue; 3 (the
+default) renders the same scenes and masks, but metal reflects the tissue around it (its hue and
+brightness follow the surroundings, as real steel does under the scope's light) and thin pale
+fibres (adhesions, connective strands) cross the tissue as background. Revision 3 draws its
+extra randomness from its own stream, so a seed's scene, motion and masks are the same in both.
 """
 from __future__ import annotations
 
@@ -40,13 +46,15 @@ from dmnet_core.data.synth.optics import (
     apply_smoke,
     draw_optics,
 )
-from dmnet_core.data.synth.tissue import make_tissue, noise
+from dmnet_core.data.synth.tissue import add_strands, make_tissue, noise
 
 FLAT_BACKGROUND = (0, 255, 0)   # effects=False background: a colour no instrument uses
 STYLES = ('robotic', 'laparoscopic', 'mixed')
 # Laparoscopic type ids (4 grasper, 5 hook, 6 clip applier, 7 scissors, 8 suction): how often.
 LAP_P = np.array([0.34, 0.22, 0.14, 0.15, 0.15])
 FOLD_EVERY = 70.0   # mean frames between tissue folds over an instrument tip
+GENERATORS = (2, 3)
+GENERATOR = 3       # the default revision (see the module docstring)
 
 
 @dataclass
@@ -67,6 +75,10 @@ class Scene:
     optics: Optics
     noise_seed: int
     out_size: tuple[int, int] | None = None   # (H, W) of the written frames; None: `size`
+    # Revision 3: per-instrument reflectivity of its metal (0..1; empty: flat metal) and the
+    # offset (dx, dy px) of the mirrored surroundings.
+    reflect: tuple[float, ...] = ()
+    env_shift: tuple[int, int] = (0, 0)
 
     @property
     def output_size(self) -> tuple[int, int]:
@@ -135,14 +147,17 @@ def _instrument(rng: np.random.Generator, t_id: int, fov: Fov, frames: int,
 
 def make_scene(rng: np.random.Generator, frames: int, size: tuple[int, int],
                effects: bool = True, style: str = 'mixed', same_looks: bool = False,
-               fold_every: float = FOLD_EVERY) -> Scene:
+               fold_every: float = FOLD_EVERY, generator: int = GENERATOR) -> Scene:
     """Draw a sequence's scene: field of view, instruments, camera path and hard-case events.
 
     `same_looks` gives every instrument of a style one colour scheme (as da Vinci instruments
     share black shafts and grey wrists), so a type is told by its jaws alone; `fold_every` is
     the mean number of frames between tissue folds over a tip. Neither changes the random
-    draws, so defaults give the same video as before.
+    draws, so defaults give the same video as before. `generator` is the rendering revision
+    (`GENERATORS`; see the module docstring).
     """
+    if generator not in GENERATORS:
+        raise ValueError(f'generator must be one of {GENERATORS}, got {generator!r}')
     if fold_every <= 0:
         raise ValueError(f'fold_every must be > 0, got {fold_every}')
     if style not in STYLES:
@@ -203,16 +218,47 @@ def make_scene(rng: np.random.Generator, frames: int, size: tuple[int, int],
             folds.append((int(rng.integers(0, frames)), int(rng.integers(3, 9)),
                           int(rng.integers(0, n_inst))))
     optics = draw_optics(rng, frames, size, style, effects)
+    noise_seed = int(rng.integers(0, 2**31))
+    reflect: tuple[float, ...] = ()
+    env_shift = (0, 0)
+    if effects and generator >= 3:
+        # Its own stream: the draws above (scene, motion, masks) stay those of revision 2.
+        rng3 = np.random.default_rng([noise_seed, 3])
+        reflect = tuple(float(r) for r in rng3.uniform(0.35, 0.9, n_inst))
+        env_shift = tuple(int(v) for v in rng3.integers(-40, 41, 2) * s)
+        add_strands(rng3, texture, s)
     return Scene(size=(h, w), frames=frames, style=style, fov=fov, instruments=instruments,
                  texture=texture, smoke_field=smoke_field, cam=cam, smoke=smoke,
-                 flashes=flashes, folds=folds, optics=optics,
-                 noise_seed=int(rng.integers(0, 2**31)),
-                 out_size=out_size if out_size != size else None)
+                 flashes=flashes, folds=folds, optics=optics, noise_seed=noise_seed,
+                 out_size=out_size if out_size != size else None,
+                 reflect=reflect, env_shift=env_shift)
 
 
-def _draw_instruments(scene: Scene, t: float, s: float) -> tuple[np.ndarray, np.ndarray,
-                                                                  np.ndarray, np.ndarray]:
-    """Colour (H x W x 3 uint8), parts, type and instance (H x W uint8) at time t.
+def _metalness(colour: tuple[int, int, int]) -> float:
+    """How much a part colour is bare metal (bright, unsaturated: 1) vs insulation (dark: 0)."""
+    c = np.array(colour, np.float32)
+    sat = (c.max() - c.min()) / (c.max() + 1e-6)
+    return float(np.clip((c.mean() - 60.0) / 100.0, 0.0, 1.0) * (1.0 - sat))
+
+
+def _reflections(scene: Scene, col: np.ndarray, refl: np.ndarray, bg: np.ndarray,
+                 s: float) -> np.ndarray:
+    """Metal that mirrors the tissue around it: its colour times the blurred surroundings
+    relative to their mean grey level, so hue and brightness follow the scene
+    (H x W x 3 float32)."""
+    colf = col.astype(np.float32)
+    if not scene.reflect or not refl.any():
+        return colf
+    env = cv2.GaussianBlur(np.roll(bg, scene.env_shift[::-1], axis=(0, 1)), (0, 0), 14 * s)
+    ratio = np.clip(env / (float(env.mean()) + 1e-3), 0.35, 1.8)   # per channel: takes the hue
+    r = refl[..., None]
+    return colf * (1.0 - r) + np.clip(colf * ratio, 0, 255) * r
+
+
+def _draw_instruments(scene: Scene, t: float, s: float
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Colour (H x W x 3 uint8), parts, type, instance (H x W uint8) and reflectivity
+    (H x W float32, 0 where nothing mirrors) at time t.
 
     Every colour polygon is drawn with its part, type and instance id, so masks match pixels
     exactly; later instruments are in front.
@@ -222,16 +268,21 @@ def _draw_instruments(scene: Scene, t: float, s: float) -> tuple[np.ndarray, np.
     parts = np.zeros((h, w), np.uint8)
     typ = np.zeros((h, w), np.uint8)
     inst_ids = np.zeros((h, w), np.uint8)
+    refl = np.zeros((h, w), np.float32)
     for k, inst in enumerate(scene.instruments):
         if inst.insertion(t) <= 0.0:
             continue
+        r_k = scene.reflect[k] if scene.reflect else 0.0
         for part, colour, poly in inst.pose(t, s):
             pts = [np.round(poly * 16).astype(np.int32)]       # 4 fractional bits (shift=4)
             cv2.fillPoly(col, pts, colour, lineType=cv2.LINE_8, shift=4)
             cv2.fillPoly(parts, pts, part, lineType=cv2.LINE_8, shift=4)
             cv2.fillPoly(typ, pts, inst.type_id, lineType=cv2.LINE_8, shift=4)
             cv2.fillPoly(inst_ids, pts, k + 1, lineType=cv2.LINE_8, shift=4)
-    return col, parts, typ, inst_ids
+            if r_k:
+                cv2.fillPoly(refl, pts, r_k * _metalness(colour), lineType=cv2.LINE_8,
+                             shift=4)
+    return col, parts, typ, inst_ids, refl
 
 
 def _background(scene: Scene, i: int) -> np.ndarray:
@@ -266,10 +317,10 @@ def render_frame_tagged(scene: Scene, i: int
     offsets = (-0.3, 0.0, 0.3) if effects else (0.0,)
     acc = np.zeros((h, w, 3), np.float32)
     for k, dt in enumerate(offsets):
-        col, parts_k, typ_k, inst_k = _draw_instruments(scene, i + dt, s)
+        col, parts_k, typ_k, inst_k, refl = _draw_instruments(scene, i + dt, s)
         if k == len(offsets) // 2:
             parts, typ, inst_ids = parts_k, typ_k, inst_k
-        acc += np.where((parts_k > 0)[..., None], col.astype(np.float32), bg)
+        acc += np.where((parts_k > 0)[..., None], _reflections(scene, col, refl, bg, s), bg)
     frame = acc / len(offsets)
     inside = scene.fov.inside(h, w)
     tags: set[str] = set()
@@ -378,7 +429,8 @@ def _motion_tags(scene: Scene, i: int, binary: np.ndarray, s: float, tags: set[s
 def generate_sequence(rng_or_seed: np.random.Generator | int, frames: int,
                       size: tuple[int, int] = (256, 320), effects: bool = True,
                       style: str = 'mixed', tags: list[list[str]] | None = None,
-                      same_looks: bool = False, fold_every: float = FOLD_EVERY
+                      same_looks: bool = False, fold_every: float = FOLD_EVERY,
+                      generator: int = GENERATOR
                       ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
     """Yield `frames` frames of one generated sequence.
 
@@ -392,6 +444,7 @@ def generate_sequence(rng_or_seed: np.random.Generator | int, frames: int,
         style: 'robotic', 'laparoscopic' or 'mixed' (one of the two, drawn per sequence).
         tags: if given, each frame's condition tags are appended to it.
         same_looks, fold_every: harder type cues, see `make_scene`.
+        generator: rendering revision (`GENERATORS`, default `GENERATOR`; module docstring).
 
     Yields:
         (rgb H x W x 3 uint8, {'binary', 'parts', 'type'} -> H x W uint8 class ids).
@@ -403,7 +456,7 @@ def generate_sequence(rng_or_seed: np.random.Generator | int, frames: int,
         raise ValueError(f'size must be at least 32x32, got {h}x{w}')
     rng = rng_or_seed if isinstance(rng_or_seed, np.random.Generator) \
         else np.random.default_rng(rng_or_seed)
-    scene = make_scene(rng, frames, (h, w), effects, style, same_looks, fold_every)
+    scene = make_scene(rng, frames, (h, w), effects, style, same_looks, fold_every, generator)
     for i in range(frames):
         rgb, masks, frame_tags = render_frame_tagged(scene, i)
         if tags is not None:

@@ -9,7 +9,7 @@ segmenter must learn that bright, unsaturated tissue is not metal.
 
 `make_tissue` returns H x W x 4 float32: RGB (0..255) and a relative distance map (about 1;
 smaller = nearer the scope, larger = farther, for the light fall-off). Textures have features
-at several scales.
+at several scales. `add_strands` (generator revision 3) lays thin pale fibres over a canvas.
 """
 from __future__ import annotations
 
@@ -177,3 +177,35 @@ def make_tissue(rng: np.random.Generator, h: int, w: int, s: float) -> np.ndarra
     dist = np.clip(dist, 0.75, 1.6)
     out = np.concatenate([np.clip(img, 0, 255), dist[..., None]], axis=-1)
     return cv2.GaussianBlur(out.astype(np.float32), (0, 0), 0.6)
+
+
+def add_strands(rng: np.random.Generator, tex: np.ndarray, s: float) -> None:
+    """Thin pale fibres over the tissue (adhesions, connective strands), in place on an
+    H x W x 4 canvas: thin, bright and unsaturated like an instrument's jaw, but background."""
+    h, w = tex.shape[:2]
+    alpha = np.zeros((h, w), np.float32)
+    core = np.zeros((h, w), np.float32)
+    for _ in range(int(rng.poisson(2.5))):
+        p0 = rng.random(2) * [w, h]
+        ang = rng.uniform(0, 2 * math.pi)
+        length = rng.uniform(40, 180) * s
+        p2 = p0 + length * np.array([math.cos(ang), math.sin(ang)])
+        p1 = (p0 + p2) / 2 + rng.normal(0, 0.25 * length, 2)       # a sagging curve
+        u = np.linspace(0, 1, 24)[:, None]
+        pts = (1 - u) ** 2 * p0 + 2 * u * (1 - u) * p1 + u ** 2 * p2
+        pts = [np.round(pts * 16).astype(np.int32)]
+        width = rng.uniform(0.8, 3.5) * s
+        cv2.polylines(alpha, pts, False, float(rng.uniform(0.55, 0.95)),
+                      thickness=max(1, int(round(width))), lineType=cv2.LINE_AA, shift=4)
+        cv2.polylines(core, pts, False, 1.0, thickness=max(1, int(round(0.35 * width))),
+                      lineType=cv2.LINE_AA, shift=4)
+    if not alpha.any():
+        return
+    alpha = cv2.GaussianBlur(alpha, (0, 0), 0.6 * s)[..., None]
+    core = cv2.GaussianBlur(core, (0, 0), 0.5 * s)[..., None]
+    colour = np.array([rng.uniform(215, 245), rng.uniform(195, 230), rng.uniform(185, 220)],
+                      np.float32)
+    rgb = tex[..., :3]
+    shade = 0.75 + 0.25 * (rgb.mean(axis=-1, keepdims=True) / 255.0)    # lit like the tissue
+    rgb[:] = rgb * (1 - alpha) + colour * shade * alpha
+    rgb[:] = np.clip(rgb + 40.0 * core * alpha, 0, 255)              # wet sheen along the fibre
