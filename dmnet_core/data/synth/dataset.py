@@ -96,9 +96,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help='mean frames between tissue folds hiding an instrument tip '
                         f'(default {FOLD_EVERY:g}; smaller = more tip occlusions)')
     p.add_argument('--generator', type=int, choices=GENERATORS, default=GENERATOR,
-                   help='rendering revision: 2 flat grey metal; 3 metal mirrors the tissue and '
-                        'pale fibres cross it (same scenes and masks for a seed; '
-                        f'default {GENERATOR})')
+                   help='rendering revision: 2 flat grey metal (what the shipped models were '
+                        'trained on); 3 metal mirrors the tissue and pale fibres cross it (same '
+                        f'scenes and masks for a seed; default {GENERATOR})')
     p.set_defaults(func=run)
 
 
