@@ -303,5 +303,7 @@ def test_generator_revision_is_checked(tmp_path, capsys):
     with pytest.raises(SystemExit):
         dmnet_main(['synth', '--out', str(tmp_path), '--generator', '7'])
     assert '--generator' in capsys.readouterr().err
-    assert dmnet_main(['synth', '--out', str(tmp_path / 'g2'), '--sequences', '1', '--frames',
-                       '2', '--size', '64x80', '--generator', '2']) == 0
+    assert dmnet_main(['synth', '--out', str(tmp_path / 'g3'), '--sequences', '1', '--frames',
+                       '2', '--size', '64x80', '--generator', '3']) == 0
+    assert 'generator 3' in capsys.readouterr().out
+    assert len(list((tmp_path / 'g3' / 'seq_000' / 'images').glob('*.png'))) == 2
