@@ -30,6 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from bench.ablation.train_ablation import SYNTH_ARGS  # noqa: E402
 from bench.machine import cpu_name  # noqa: E402
 
 VARIANTS = ('single_frame', 'local_only', 'global_only', 'dmnet')
@@ -49,9 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument('--test-sequences', type=int, default=4)
     ap.add_argument('--test-frames', type=int, default=100)
     ap.add_argument('--test-size', default='128x160')
-    # Generator revision 2: the committed checkpoints were trained on its video.
-    ap.add_argument('--synth-args',
-                    default='--style robotic --same-looks --fold-every 20 --generator 2',
+    ap.add_argument('--synth-args', default=SYNTH_ARGS,
                     help='extra `dmnet synth` arguments (default: those of the training set)')
     ap.add_argument('--max-frames', type=int, default=None, help='first N frames per sequence')
     ap.add_argument('--timing-frames', type=int, default=40,

@@ -289,7 +289,7 @@ def test_revision_3_metal_takes_the_surroundings_hue():
     bg[...] = (200, 60, 50)
     refl = np.zeros((64, 80), np.float32)
     refl[:, :40] = 1.0
-    out = scene_module._reflections(scene, col, refl, bg, 0.25)
+    out = scene_module._reflections(col, refl, scene_module._mirror(scene, bg, 0.25))
     r, g, b = out[10, 10]
     assert r > 160 > g and r > b
     assert np.allclose(out[10, 60], 160)              # no reflectivity: colour unchanged

@@ -243,18 +243,23 @@ def _metalness(colour: tuple[int, int, int]) -> float:
     return float(np.clip((c.mean() - 60.0) / 100.0, 0.0, 1.0) * (1.0 - sat))
 
 
-def _reflections(scene: Scene, col: np.ndarray, refl: np.ndarray, bg: np.ndarray,
-                 s: float) -> np.ndarray:
-    """Metal that mirrors the tissue around it: its colour times the blurred surroundings
-    relative to their mean grey level, so hue and brightness follow the scene
-    (H x W x 3 float32)."""
-    colf = col.astype(np.float32)
-    if not scene.reflect or not refl.any():
-        return colf
+def _mirror(scene: Scene, bg: np.ndarray, s: float) -> np.ndarray | None:
+    """What metal mirrors at a frame: the blurred, shifted surroundings relative to their mean
+    grey level, per channel so it carries their hue (H x W x 3 float32; None: flat metal)."""
+    if not scene.reflect:
+        return None
     env = cv2.GaussianBlur(np.roll(bg, scene.env_shift[::-1], axis=(0, 1)), (0, 0), 14 * s)
-    ratio = np.clip(env / (float(env.mean()) + 1e-3), 0.35, 1.8)   # per channel: takes the hue
+    return np.clip(env / (float(env.mean()) + 1e-3), 0.35, 1.8)
+
+
+def _reflections(col: np.ndarray, refl: np.ndarray, mirror: np.ndarray | None) -> np.ndarray:
+    """Instrument colours (H x W x 3 float32) with metal mixed towards colour x `mirror` by its
+    reflectivity `refl` (H x W)."""
+    colf = col.astype(np.float32)
+    if mirror is None or not refl.any():
+        return colf
     r = refl[..., None]
-    return colf * (1.0 - r) + np.clip(colf * ratio, 0, 255) * r
+    return colf * (1.0 - r) + np.clip(colf * mirror, 0, 255) * r
 
 
 def _draw_instruments(scene: Scene, t: float, s: float
@@ -318,11 +323,12 @@ def render_frame_tagged(scene: Scene, i: int
     # Motion blur: average three instants of the exposure; masks are the middle instant.
     offsets = (-0.3, 0.0, 0.3) if effects else (0.0,)
     acc = np.zeros((h, w, 3), np.float32)
+    mirror = _mirror(scene, bg, s)          # once per frame: the background is the same
     for k, dt in enumerate(offsets):
         col, parts_k, typ_k, inst_k, refl = _draw_instruments(scene, i + dt, s)
         if k == len(offsets) // 2:
             parts, typ, inst_ids = parts_k, typ_k, inst_k
-        acc += np.where((parts_k > 0)[..., None], _reflections(scene, col, refl, bg, s), bg)
+        acc += np.where((parts_k > 0)[..., None], _reflections(col, refl, mirror), bg)
     frame = acc / len(offsets)
     inside = scene.fov.inside(h, w)
     tags: set[str] = set()
