@@ -90,6 +90,9 @@ class GlobalMemoryConfig:
     eviction: str = 'redundant'         # 'redundant' (most similar pair) or 'oldest'
     uniform_stride: int = 5             # 'uniform' policy: admit every k-th frame
     seed: int = 0                       # seeds 'random' read sampling, reproducibly
+    # Memory values also encode the memory frame's own prediction (class shares at 1/32), as
+    # STM/XMem store masks; the paper stores features only (False, every shipped model).
+    mask_value: bool = False
 
 
 @dataclass

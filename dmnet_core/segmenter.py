@@ -242,8 +242,9 @@ class Segmenter:
                 admitted = False
                 if self.model.use_global:
                     # The bank is only written after this frame's prediction (causal).
-                    admitted = update_bank(self.bank, self.policy, self.capacity, frame, logits,
-                                           f32, self.model.global_key_value)
+                    admitted = update_bank(
+                        self.bank, self.policy, self.capacity, frame, logits, f32,
+                        lambda f: self.model.global_key_value(f, logits))
             # One resize from 1/4 of the inference size straight to the input size.
             logits = F.interpolate(logits.float(), size=(height, width), mode='bilinear',
                                    align_corners=False)

@@ -47,7 +47,13 @@ def forward_clip(model: DMNet, clip: torch.Tensor,
     skips, f32 = model.encode(frames)
     mem_k = mem_v = None
     if use_global:
-        k, v = model.global_key_value(f32[b * t:])               # BG x Ck x h x w
+        g_logits = None
+        if model.global_mask_value:
+            # What the Segmenter would have predicted for each memory frame on its own (no
+            # history), detached: at inference the bank holds the model's predictions, not GT.
+            with torch.no_grad():
+                g_logits, _ = model.step([s[b * t:] for s in skips], f32[b * t:])
+        k, v = model.global_key_value(f32[b * t:], g_logits)     # BG x Ck x h x w
         mem_k = k.unflatten(0, (b, g))
         mem_v = v.unflatten(0, (b, g))
     skips = [s[:b * t].unflatten(0, (b, t)) for s in skips]      # each B x T x Cs x hs x ws

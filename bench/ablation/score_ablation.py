@@ -34,6 +34,7 @@ from bench.ablation.train_ablation import SYNTH_ARGS  # noqa: E402
 from bench.machine import cpu_name  # noqa: E402
 
 VARIANTS = ('single_frame', 'local_only', 'global_only', 'dmnet')
+EXTRA_VARIANTS = ('global_only_mv', 'dmnet_mv')     # train_ablation.py's mask-value variants
 POLICIES = ('active', 'recent', 'uniform')
 MEMORY_OFF = {'local_enabled': False, 'global_enabled': False}
 DEFAULT_CLIP = REPO.parent / 'shared' / 'data' / 'cholecseg8k_clip' / 'video_pixel'
@@ -45,6 +46,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help='folder with <variant>.safetensors')
     ap.add_argument('--data', type=Path, default=None,
                     help='held-out dataset (default runs/ablation/test_seed<SEED>)')
+    ap.add_argument('--variants', nargs='+', default=list(VARIANTS),
+                    choices=VARIANTS + EXTRA_VARIANTS,
+                    help='models to score (MODELS/<name>.safetensors); single_frame and dmnet '
+                         'are always among them (baseline, policies, sweep, real clip)')
     ap.add_argument('--split', default='test')
     ap.add_argument('--test-seed', type=int, default=7919)
     ap.add_argument('--test-sequences', type=int, default=4)
@@ -230,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
-    paths = {v: args.models / f'{v}.safetensors' for v in VARIANTS}
+    names = dict.fromkeys(['single_frame', *args.variants, 'dmnet'])   # ordered, unique
+    paths = {v: args.models / f'{v}.safetensors' for v in names}
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
         print(f'score_ablation: checkpoint(s) not found: {missing}', file=sys.stderr)
@@ -255,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.real_clip and args.real_clip.is_dir():
         runs = {'dmnet': (dmnet, None), 'dmnet_memory_off': (dmnet, MEMORY_OFF),
                 'single_frame': (paths['single_frame'], None)}
+        runs.update({v: (paths[v], None) for v in names if v in EXTRA_VARIANTS})
         res['real_clip'] = real_clip(runs, args.real_clip, args.device)
     else:
         print(f'score_ablation: no real clip at {args.real_clip}: skipped', flush=True)

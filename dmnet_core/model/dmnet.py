@@ -5,7 +5,7 @@ and returned, and owned by `Segmenter` (inference) or `forward_clip` (training).
 
     encode(x)                          B x 3 x H x W -> (skips, f32 B x C x H/32 x W/32)
     local_step(f32, state)             -> (ELM output B x C x h x w, new LocalState)
-    global_key_value(f32)              -> memory (key B x Ck x h x w, value B x Cv x h x w)
+    global_key_value(f32[, logits])    -> memory (key B x Ck x h x w, value B x Cv x h x w)
     fuse(f32, local_out, mem_k, mem_v) -> the bottleneck fed to the decoder, B x C x h x w
     decode(skips, bottleneck)          -> logits B x K x H/4 x W/4
     step(skips, f32, state, mem_k, mem_v) -> (logits at 1/4, new state): everything after `encode`
@@ -43,13 +43,15 @@ class DMNet(nn.Module):
         key_channels: Ck of the global keys.
         value_channels: Cv of the global values.
         fusion: 'tandem' (ELM output queries the bank) or 'additive' (ELM + read of the raw frame).
+        global_mask_value: memory values also encode the memory frame's prediction.
         encoder_weights: optional local ImageNet weights for the encoder (torchvision format).
     """
 
     def __init__(self, num_classes: int, *, encoder: str = 'mobilenet_v2', channels: int = 256,
                  local_enabled: bool = True, local_hidden: int = 256, local_window: int = 5,
                  global_enabled: bool = True, key_channels: int = 64, value_channels: int = 128,
-                 fusion: str = 'tandem', encoder_weights: str | Path | None = None) -> None:
+                 fusion: str = 'tandem', global_mask_value: bool = False,
+                 encoder_weights: str | Path | None = None) -> None:
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f'fusion {fusion!r} not in {FUSIONS}')
@@ -59,7 +61,8 @@ class DMNet(nn.Module):
         # Disabled memories are not built at all, so a memory-free model is exactly the backbone.
         self.local_memory = (EfficientLocalMemory(channels, local_hidden, local_window)
                              if local_enabled else None)
-        self.global_memory = (GlobalMemoryReader(channels, key_channels, value_channels)
+        self.global_memory = (GlobalMemoryReader(channels, key_channels, value_channels,
+                                                 num_classes if global_mask_value else 0)
                               if global_enabled else None)
         self.use_local = local_enabled
         self.use_global = global_enabled
@@ -86,9 +89,15 @@ class DMNet(nn.Module):
         """ELM for one frame: f32 and the carried state -> (B x C x h x w, new state)."""
         return self.local_memory(f32, state)
 
-    def global_key_value(self, f32: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Key/value of a memory frame from its bottleneck (computed once, then cached)."""
-        return self.global_memory.key_value(f32)
+    @property
+    def global_mask_value(self) -> bool:
+        """Whether memory values encode the memory frame's prediction (then pass its logits)."""
+        return self.global_memory is not None and self.global_memory.mask is not None
+
+    def global_key_value(self, f32: torch.Tensor, logits: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Key/value of a memory frame from its bottleneck and prediction (cached once made)."""
+        return self.global_memory.key_value(f32, logits)
 
     def fuse(self, f32: torch.Tensor, local_out: torch.Tensor | None,
              mem_k: torch.Tensor | None, mem_v: torch.Tensor | None) -> torch.Tensor:
@@ -154,6 +163,7 @@ def build_model(cfg: ModelConfig, pretrained: bool = True) -> DMNet:
         key_channels=cfg.global_memory.key_channels,
         value_channels=cfg.global_memory.value_channels,
         fusion=cfg.fusion,
+        global_mask_value=cfg.global_memory.mask_value,
         encoder_weights=cfg.encoder.weights if pretrained else None,
     )
 

@@ -51,19 +51,36 @@ class GlobalMemoryReader(nn.Module):
         channels: C, the bottleneck width (input and output).
         key_channels: Ck (authors: C/4).
         value_channels: Cv (authors: C/2, so that [read, query value] has C channels).
+        mask_classes: K > 0 adds a memory frame's predicted class shares to its value (a
+            zero-initialised 3x3 conv, so a fresh reader starts as the paper's); 0 = features only.
     """
 
-    def __init__(self, channels: int, key_channels: int, value_channels: int) -> None:
+    def __init__(self, channels: int, key_channels: int, value_channels: int,
+                 mask_classes: int = 0) -> None:
         super().__init__()
         self.key = nn.Conv2d(channels, key_channels, 3, padding=1)
         self.value = nn.Conv2d(channels, value_channels, 3, padding=1)
+        self.mask = None
+        if mask_classes:
+            self.mask = nn.Conv2d(mask_classes, value_channels, 3, padding=1)
+            nn.init.zeros_(self.mask.weight)
+            nn.init.zeros_(self.mask.bias)
         # Only needed when 2*Cv != C; with the authors' sizes the concatenation is already C wide.
         self.proj = (nn.Identity() if 2 * value_channels == channels
                      else nn.Conv2d(2 * value_channels, channels, 1))
 
-    def key_value(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """B x C x h x w -> (key B x Ck x h x w, value B x Cv x h x w)."""
-        return self.key(f), self.value(f)
+    def key_value(self, f: torch.Tensor, logits: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """B x C x h x w -> (key B x Ck x h x w, value B x Cv x h x w).
+
+        With a mask encoder and the frame's `logits` (B x K x h' x w', any resolution) the value
+        also carries what the network predicted there; a query's own value never does (its
+        prediction is what is being computed).
+        """
+        key, value = self.key(f), self.value(f)
+        if self.mask is not None and logits is not None:
+            value = value + self.mask(class_shares(logits, f.shape[-2:]).to(value.dtype))
+        return key, value
 
     def forward(self, query: torch.Tensor, mem_k: torch.Tensor | None,
                 mem_v: torch.Tensor | None) -> torch.Tensor:
@@ -77,6 +94,11 @@ class GlobalMemoryReader(nn.Module):
             mem_k, mem_v = q_k.unsqueeze(1), q_v.unsqueeze(1)
         read = attention_read(q_k, mem_k, mem_v)
         return self.proj(torch.cat([read, q_v], dim=1))
+
+
+def class_shares(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Softmax of B x K x h' x w' logits, area-averaged to B x K x size: each class's share."""
+    return F.adaptive_avg_pool2d(torch.softmax(logits.float(), dim=1), size)
 
 
 # ---------------------------------------------------------------- scores used by the policy

@@ -44,6 +44,8 @@ def apply_overrides(exp: ExperimentConfig, args: argparse.Namespace) -> Experime
         exp.model.local_memory.enabled = False
     if args.no_global:
         exp.model.global_memory.enabled = False
+    if getattr(args, 'mask_value', False):
+        exp.model.global_memory.mask_value = True
     if args.no_amp:
         exp.train.amp = False
     if getattr(args, 'stages', None) is not None:
@@ -81,6 +83,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument('--log', default=None, choices=('csv', 'tensorboard'))
     p.add_argument('--no-local', action='store_true', help='build without the local memory')
     p.add_argument('--no-global', action='store_true', help='build without the global memory')
+    p.add_argument('--mask-value', action='store_true',
+                   help="global memory values also encode each memory frame's prediction "
+                        '(model.global_memory.mask_value)')
     p.add_argument('--no-amp', action='store_true', help='no autocast on CUDA')
     p.add_argument('--init', default=None, metavar='CHECKPOINT',
                    help='fine-tune: start from these weights, with their model config '

@@ -219,3 +219,27 @@ def test_summarize_draws_names_a_bad_file(tmp_path) -> None:
         summarize.main([str(bad)])
     with pytest.raises(SystemExit, match='cannot read .*missing.json'):
         summarize.main([str(tmp_path / 'missing.json')])
+
+
+def test_mask_value_variant_trains_from_the_same_stage1_and_scores(trained, tmp_path) -> None:
+    """Issue 15, item 5: a later variant reuses stage 1 and joins the recipe of the four."""
+    models = trained['root'] / 'models'
+    assert _script('train_ablation').main([*trained['argv'], '--variants', 'dmnet_mv']) == 0
+    cfg, _, extra = load_checkpoint(models / 'dmnet_mv.safetensors')
+    assert cfg.global_memory.mask_value and cfg.local_memory.enabled
+    assert extra['variant'] == 'dmnet_mv'
+    recipe = json.loads((models / 'recipe.json').read_text())
+    assert set(recipe['train_commands']) == {'stage1', 'single_frame', 'local_only',
+                                             'global_only', 'dmnet', 'dmnet_mv'}
+    assert '--mask-value' in recipe['train_commands']['dmnet_mv']
+    assert '--mask-value' not in recipe['train_commands']['dmnet']
+    data = tmp_path / 'heldout'
+    generate_dataset(data, 2, 6, seed=7919, size=(64, 96), val=0, test=1)
+    out = tmp_path / 'a.json'
+    argv = ['--models', str(models), '--data', str(data), '--variants', 'dmnet_mv',
+            '--timing-frames', '2', '--capacity', '--n-read', '--real-clip', str(tmp_path / 'no'),
+            '--json', str(out), '--md', str(tmp_path / 'a.md')]
+    assert _script('score_ablation').main(argv) == 0
+    res = json.loads(out.read_text())
+    assert list(res['models']) == ['single_frame', 'dmnet_mv', 'dmnet']
+    assert 0.0 <= res['models']['dmnet_mv']['mean_iou'] <= 1.0

@@ -61,10 +61,12 @@ def test_shapes_per_backbone_and_fusion(encoder, fusion):
     assert len(state.keys) == 1
 
 
-@pytest.mark.parametrize('fusion', ['tandem', 'additive'])
-def test_gradient_reaches_every_parameter(fusion):
+@pytest.mark.parametrize('fusion,mask_value', [('tandem', False), ('additive', False),
+                                                ('tandem', True)])
+def test_gradient_reaches_every_parameter(fusion, mask_value):
     torch.manual_seed(0)
-    model = build_model(tiny_config(fusion=fusion)).train()
+    cfg = tiny_models.tiny_config(H, W, {'mask_value': mask_value}, fusion=fusion)
+    model = build_model(cfg).train()
     labels = torch.randint(0, 2, (2, 3, H, W))
     logits = forward_clip(model, clip(b=2, t=3), clip(b=2, t=2, seed=1))
     loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(0, 1))
@@ -192,3 +194,57 @@ def test_normalize_layouts_and_values():
         normalize(np.zeros((4, 5), np.uint8), cfg)
     with pytest.raises(ValueError, match='uint8 or float'):
         normalize(torch.zeros(3, 4, 5, dtype=torch.int32), cfg)
+
+
+def mask_value_model(seed: int = 0) -> DMNet:
+    """A tiny DMNet whose memory values encode predictions, its mask encoder made non-zero."""
+    model = tiny_model(tiny_models.tiny_config(H, W, {'mask_value': True}), seed)
+    with torch.no_grad():
+        model.global_memory.mask.weight.normal_(0, 1.0)
+    return model.eval()
+
+
+def test_mask_value_starts_as_the_paper_and_then_stores_the_prediction():
+    fresh = tiny_model(tiny_models.tiny_config(H, W, {'mask_value': True})).eval()
+    assert fresh.global_mask_value and not tiny_model().global_mask_value
+    with torch.no_grad():
+        skips, f32 = fresh.encode(clip(t=1)[:, 0])
+        logits, _ = fresh.step(skips, f32)
+        # Zero-initialised: a fresh reader's values are the paper's (features only).
+        k0, v0 = fresh.global_key_value(f32)
+        k1, v1 = fresh.global_key_value(f32, logits)
+        assert torch.equal(k0, k1) and torch.equal(v0, v1)
+        model = mask_value_model()
+        k0, v0 = model.global_key_value(f32)
+        k1, v1 = model.global_key_value(f32, logits)
+        k2, v2 = model.global_key_value(f32, -logits)
+    assert torch.equal(k0, k1) and torch.equal(k1, k2)     # keys match features only
+    assert not torch.allclose(v0, v1) and not torch.allclose(v1, v2)
+
+
+def test_forward_clip_stores_each_global_frames_own_prediction():
+    """In training, a memory frame's value encodes what the network predicts for it alone."""
+    model = mask_value_model()
+    x, glob = clip(t=2, seed=3), clip(t=2, seed=4)
+    with torch.no_grad():
+        ref = forward_clip(model, x, glob)
+        kvs = []
+        for g in range(2):
+            skips, f32 = model.encode(glob[:, g])
+            logits, _ = model.step(skips, f32)
+            kvs.append(model.global_key_value(f32, logits))
+        mem_k = torch.stack([k for k, _ in kvs], 1)
+        mem_v = torch.stack([v for _, v in kvs], 1)
+        state = None
+        for t in range(2):
+            skips, f32 = model.encode(x[:, t])
+            logits, state = model.step(skips, f32, state, mem_k, mem_v)
+            logits = F.interpolate(logits, size=(H, W), mode='bilinear', align_corners=False)
+            assert torch.allclose(logits, ref[:, t], atol=1e-4)
+        # Features-only values give another answer: the stored predictions are read.
+        plain_v = torch.stack([model.global_key_value(model.encode(glob[:, g])[1])[1]
+                               for g in range(2)], 1)
+        skips, f32 = model.encode(x[:, 0])
+        other, _ = model.step(skips, f32, None, mem_k, plain_v)
+    other = F.interpolate(other, size=(H, W), mode='bilinear', align_corners=False)
+    assert not torch.allclose(other, ref[:, 0], atol=1e-4)

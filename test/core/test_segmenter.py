@@ -104,9 +104,9 @@ def test_bank_is_bounded_over_500_frames_and_caches_keys():
     calls = []
     original = seg.model.global_key_value
 
-    def counting(f32):
+    def counting(f32, logits=None):
         calls.append(1)
-        return original(f32)
+        return original(f32, logits)
 
     seg.model.global_key_value = counting
     img = frames(4)
@@ -313,3 +313,27 @@ def test_failed_compile_falls_back_to_eager(monkeypatch):
     assert seg.frames_seen == 0
     f = frames(1, seed=2)[0]
     assert np.array_equal(seg.step(f, return_probs=True)[1], ref.step(f, return_probs=True)[1])
+
+
+def test_mask_value_bank_holds_each_frames_prediction(tmp_path):
+    """The Segmenter stores a frame's value with its own prediction; checkpoints keep the switch."""
+    cfg = tiny_config(mask_value=True, **ADMIT_ALL)
+    model = tiny_model(cfg)
+    with torch.no_grad():
+        model.global_memory.mask.weight.normal_(0, 1.0)
+    path = save_checkpoint(tmp_path / 'mv.safetensors', model, cfg)
+    seg = load_segmenter(path, device='cpu')
+    assert seg.model.global_mask_value and seg.config.global_memory.mask_value
+    img = frames(1, seed=7)[0]
+    seg.step(img)
+    assert seg.memory_size == 1
+    entry = seg.bank.entries[0]
+    with torch.no_grad():
+        skips, f32 = seg.model.encode(normalize(img[None], cfg))
+        logits, _ = seg.model.step(skips, f32)
+        _, with_pred = seg.model.global_key_value(f32, logits)
+        _, features_only = seg.model.global_key_value(f32)
+    assert torch.allclose(entry.value, with_pred, atol=1e-4)
+    assert not torch.allclose(entry.value, features_only, atol=1e-3)
+    # Shipped checkpoints predate the switch: features only, as in the paper.
+    assert not load_segmenter(device='cpu').model.global_mask_value
