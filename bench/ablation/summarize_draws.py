@@ -23,6 +23,9 @@ from pathlib import Path
 VARIANTS = ('single_frame', 'local_only', 'global_only', 'dmnet')
 # Issue 15's bars: mIoU points over the single-frame network.
 BARS = {'local_only': 1.0, 'global_only': 1.0, 'dmnet': 3.0}
+# The mask-value variants (issue 15, item 5) answer to the bar of the model they extend.
+EXTRA_BARS = {'global_only_mv': 1.0, 'dmnet_mv': 3.0}
+LABELS = {'dmnet': 'DMNet', 'dmnet_mv': 'DMNet_mv'}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -30,10 +33,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument('draws', nargs='+', help='[label=]score_ablation JSON, one per training draw')
     ap.add_argument('--json', type=Path, help='write the summary here')
     ap.add_argument('--md', type=Path, help='write the markdown tables here')
+    ap.add_argument('--variants', nargs='+', default=list(BARS),
+                    choices=[*BARS, *EXTRA_BARS],
+                    help="models compared with single_frame (default: the paper's three)")
     return ap.parse_args(argv)
 
 
-def load_draw(spec: str) -> tuple[str, dict]:
+def load_draw(spec: str, compared: tuple[str, ...] = tuple(BARS)) -> tuple[str, dict]:
     label, sep, path = spec.partition('=')
     path = Path(path if sep else spec)
     if not sep:
@@ -42,7 +48,7 @@ def load_draw(spec: str) -> tuple[str, dict]:
         res = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise SystemExit(f'summarize_draws: cannot read {path}: {e}') from None
-    missing = [v for v in VARIANTS if v not in res.get('models', {})]
+    missing = [v for v in ('single_frame', *compared) if v not in res.get('models', {})]
     if missing:
         raise SystemExit(f'summarize_draws: {path} has no scores for {", ".join(missing)}')
     return label, res
@@ -53,25 +59,28 @@ def _stats(values: list[float]) -> dict:
     return {'mean': statistics.fmean(values), 'sd': sd, 'min': min(values), 'max': max(values)}
 
 
-def summarize(draws: list[tuple[str, dict]]) -> dict:
-    """mIoU and gains in points (x100), per draw and over draws.
+def summarize(draws: list[tuple[str, dict]], compared: tuple[str, ...] = tuple(BARS)) -> dict:
+    """mIoU and gains in points (x100), per draw and over draws, of `compared` vs single_frame.
 
     Files with the same label are one draw scored on several held-out sets: the draw's mIoU
     is their mean.
     """
+    bars = {**BARS, **EXTRA_BARS}
+    bars = {v: bars[v] for v in compared}
+    models = ('single_frame', *compared)
     groups: dict[str, list[dict]] = {}
     for label, res in draws:
         groups.setdefault(label, []).append(res)
     per_draw = []
     for label, scored in groups.items():
         m = {v: statistics.fmean(100 * r['models'][v]['mean_iou'] for r in scored)
-             for v in VARIANTS}
+             for v in models}
         per_draw.append({'label': label,
                          'scored_on': sorted({str(r.get('machine')) for r in scored}),
                          'test_seeds': [r.get('test_data', {}).get('seed') for r in scored],
-                         'miou': m, 'gain': {v: m[v] - m['single_frame'] for v in BARS}})
-    gains = {v: _stats([d['gain'][v] for d in per_draw]) for v in BARS}
-    for v, bar in BARS.items():
+                         'miou': m, 'gain': {v: m[v] - m['single_frame'] for v in bars}})
+    gains = {v: _stats([d['gain'][v] for d in per_draw]) for v in bars}
+    for v, bar in bars.items():
         gains[v]['bar'] = bar
         gains[v]['draws_meeting_bar'] = sum(d['gain'][v] >= bar for d in per_draw)
         gains[v]['mean_meets_bar'] = gains[v]['mean'] >= bar
@@ -80,14 +89,14 @@ def summarize(draws: list[tuple[str, dict]]) -> dict:
     cond_gain = {}
     for c in conditions:
         cells = [res['models'] for _, res in draws
-                 if all(c in res['models'][v].get('per_condition_miou', {}) for v in VARIANTS)]
+                 if all(c in res['models'][v].get('per_condition_miou', {}) for v in models)]
         if cells:
             cond_gain[c] = {v: statistics.fmean(
                 100 * (ms[v]['per_condition_miou'][c] - ms['single_frame']['per_condition_miou'][c])
-                for ms in cells) for v in BARS}
+                for ms in cells) for v in bars}
     return {'draws': per_draw, 'miou': {v: _stats([d['miou'][v] for d in per_draw])
-                                        for v in VARIANTS},
-            'gain': gains, 'per_condition_mean_gain': cond_gain}
+                                        for v in models},
+            'gain': gains, 'per_condition_mean_gain': cond_gain, 'compared': list(compared)}
 
 
 def _pm(s: dict) -> str:
@@ -96,36 +105,39 @@ def _pm(s: dict) -> str:
 
 def to_markdown(summary: dict) -> str:
     n = len(summary['draws'])
-    lines = ['| draw | held-out seeds | single_frame | local_only | global_only | DMNet |',
-             '|---|---|---|---|---|---|']
+    compared = summary.get('compared', list(BARS))
+    names = [LABELS.get(v, v) for v in compared]
+    lines = ['| draw | held-out seeds | single_frame | ' + ' | '.join(names) + ' |',
+             '|---|---|---|' + '---|' * len(compared)]
     for d in summary['draws']:
         cells = [f"{d['miou']['single_frame']:.2f}"] + [
-            f"{d['miou'][v]:.2f} ({d['gain'][v]:+.2f})" for v in BARS]
+            f"{d['miou'][v]:.2f} ({d['gain'][v]:+.2f})" for v in compared]
         seeds = ', '.join(str(t) for t in d['test_seeds'] if t is not None)
         lines.append(f"| {d['label']} | {seeds} | "
                      + ' | '.join(cells) + ' |')
     mi, g = summary['miou'], summary['gain']
     lines.append(f'| mean ± sd of {n} | | {mi["single_frame"]["mean"]:.2f} ± '
                  f'{(mi["single_frame"]["sd"] or 0):.2f} | '
-                 + ' | '.join(f'{mi[v]["mean"]:.2f} ({_pm(g[v])})' for v in BARS) + ' |')
+                 + ' | '.join(f'{mi[v]["mean"]:.2f} ({_pm(g[v])})' for v in compared) + ' |')
     lines += ['', '| gain over single-frame (mIoU points) | bar | mean ± sd | min | max '
               '| draws at or over the bar |',
               '|---|---|---|---|---|---|']
-    for v in BARS:
+    for v in compared:
         s = g[v]
         lines.append(f"| {v} | +{s['bar']:g} | {_pm(s)} | {s['min']:+.2f} | {s['max']:+.2f} | "
                      f"{s['draws_meeting_bar']} of {n} |")
     if summary['per_condition_mean_gain']:
         lines += ['', 'Mean gain over single-frame by condition (mIoU points):', '',
-                  '| condition | local_only | global_only | DMNet |', '|---|---|---|---|']
+                  '| condition | ' + ' | '.join(names) + ' |', '|---|' + '---|' * len(compared)]
         for c, row in summary['per_condition_mean_gain'].items():
-            lines.append(f'| {c} | ' + ' | '.join(f'{row[v]:+.2f}' for v in BARS) + ' |')
+            lines.append(f'| {c} | ' + ' | '.join(f'{row[v]:+.2f}' for v in compared) + ' |')
     return '\n'.join(lines) + '\n'
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    summary = summarize([load_draw(s) for s in args.draws])
+    compared = tuple(args.variants)
+    summary = summarize([load_draw(s, compared) for s in args.draws], compared)
     md = to_markdown(summary)
     print(md)
     if args.json:

@@ -211,6 +211,23 @@ def test_summarize_draws_averages_one_draw_over_its_held_out_sets(tmp_path) -> N
     assert draw['test_seeds'] == [7919, 7919] and res['gain']['dmnet']['sd'] is None
 
 
+def test_summarize_draws_compares_the_chosen_variants(tmp_path) -> None:
+    """--variants: draws without local_only, the mask-value DMNet held to DMNet's bar."""
+    summarize = _script('summarize_draws')
+    a = _fake_score(tmp_path / 'a.json', {'single_frame': 0.20, 'dmnet': 0.22, 'dmnet_mv': 0.25},
+                    {'single_frame': 0.1, 'dmnet': 0.1, 'dmnet_mv': 0.2})
+    md = tmp_path / 'sum.md'
+    assert summarize.main([str(a), '--variants', 'dmnet', 'dmnet_mv', '--md', str(md)]) == 0
+    res = summarize.summarize([summarize.load_draw(str(a), ('dmnet', 'dmnet_mv'))],
+                              ('dmnet', 'dmnet_mv'))
+    assert res['gain']['dmnet_mv']['mean'] == pytest.approx(5.0)
+    assert res['gain']['dmnet_mv']['bar'] == 3.0 and res['gain']['dmnet_mv']['mean_meets_bar']
+    assert not res['gain']['dmnet']['mean_meets_bar'] and 'local_only' not in res['gain']
+    assert '| single_frame | DMNet | DMNet_mv |' in md.read_text()
+    with pytest.raises(SystemExit, match='no scores for local_only'):
+        summarize.main([str(a)])
+
+
 def test_summarize_draws_names_a_bad_file(tmp_path) -> None:
     summarize = _script('summarize_draws')
     bad = tmp_path / 'partial.json'
