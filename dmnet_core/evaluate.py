@@ -113,6 +113,7 @@ def score_split(segmenter: Any, data: str | Path, split: str = 'test',
         max_frames: score only the first N frames of each sequence (None/0: all).
         min_gt_pixels: the seed paper's per-class pixel threshold.
         progress: show a tqdm bar.
+        inference_size: (H, W) the model runs at (multiples of 32); None = the checkpoint's.
 
     Returns:
         (summary, per-frame scores, timing) where timing has `fps`, `step_ms_mean`,
@@ -226,7 +227,8 @@ def condition_markdown(per_condition: dict | None) -> str:
 def evaluate(data: str | Path, out: str | Path | None, checkpoint: str | Path | None = None,
              device: str = 'auto', split: str = 'test', segmenter: Any = None, *,
              task: str | None = None, precision: str = 'auto', max_frames: int | None = None,
-             min_gt_pixels: int = 10, progress: bool = False) -> dict:
+             min_gt_pixels: int = 10, progress: bool = False,
+             inference_size: tuple[int, int] | None = None) -> dict:
     """Evaluate a checkpoint (default: the shipped model) on a split; write the report.
 
     Args:
@@ -241,6 +243,7 @@ def evaluate(data: str | Path, out: str | Path | None, checkpoint: str | Path | 
         max_frames: first N frames per sequence only.
         min_gt_pixels: seed-paper per-class threshold.
         progress: show a tqdm bar.
+        inference_size: (H, W) the model runs at (multiples of 32); None = the checkpoint's.
 
     Returns:
         The report written to report.json.
@@ -253,7 +256,8 @@ def evaluate(data: str | Path, out: str | Path | None, checkpoint: str | Path | 
         from dmnet_core.segmenter import load_segmenter
         if checkpoint is not None and not Path(checkpoint).is_file():
             raise FileNotFoundError(f'checkpoint not found: {checkpoint}')
-        segmenter = load_segmenter(checkpoint, device, precision=precision)
+        segmenter = load_segmenter(checkpoint, device, precision=precision,
+                                   inference_size=inference_size)
         if checkpoint is None:
             from dmnet_core.checkpoint import DEFAULT_CHECKPOINT
             ckpt_name = (str(DEFAULT_CHECKPOINT) if DEFAULT_CHECKPOINT.is_file() else
@@ -275,6 +279,7 @@ def evaluate(data: str | Path, out: str | Path | None, checkpoint: str | Path | 
         'data': str(data),
         'split': split,
         'task': segmenter.task,
+        'inference_size': list(getattr(segmenter, 'inference_size', []) or []),
         'timing': timing,
         **{k: v for k, v in summary.items() if k not in ('mean_dice', 'mean_iou', 'binary_dice')},
     }
@@ -309,6 +314,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument('--min-gt-pixels', type=int, default=10,
                    help='seed-paper rule: count a class on a frame above this many GT pixels')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    p.add_argument('--inference-size', type=int, nargs=2, default=None, metavar=('H', 'W'),
+                   help="size the model runs at, multiples of 32 (default: the checkpoint's)")
     p.set_defaults(func=run)
 
 
@@ -318,7 +325,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f'--max-frames must be >= 1, got {args.max_frames}')
     report = evaluate(args.data, args.out, args.checkpoint, args.device, args.split,
                       task=args.task, precision=args.precision, max_frames=args.max_frames,
-                      min_gt_pixels=args.min_gt_pixels, progress=not args.no_progress)
+                      min_gt_pixels=args.min_gt_pixels, progress=not args.no_progress,
+                      inference_size=args.inference_size)
     print(f"mean_dice {_f(report['mean_dice'])}  mean_iou {_f(report['mean_iou'])}  "
           f"binary_dice {_f(report['binary_dice'])}  fps {report['fps'] or 0:.1f}  "
           f"-> {Path(args.out) / 'report.json'}")

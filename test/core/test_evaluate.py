@@ -107,6 +107,19 @@ def test_report_files_and_keys(data, checkpoint, tmp_path) -> None:
     assert len((out / 'per_frame.csv').read_text().splitlines()) == 7
 
 
+def test_inference_size_flag(data, checkpoint, tmp_path, capsys) -> None:
+    out = tmp_path / 'r'
+    base = ['evaluate', '--data', str(data), '--checkpoint', str(checkpoint), '--device', 'cpu',
+            '--no-progress', '--max-frames', '2']
+    assert main([*base, '--out', str(out), '--inference-size', '32', '64']) == 0
+    rep = json.loads((out / 'report.json').read_text())
+    assert rep['inference_size'] == [32, 64] and rep['frames'] == 2
+    assert main([*base, '--out', str(tmp_path / 'r2')]) == 0
+    assert json.loads((tmp_path / 'r2' / 'report.json').read_text())['inference_size'] == [64, 96]
+    assert main([*base, '--out', str(tmp_path / 'r3'), '--inference-size', '30', '64']) == 2
+    assert 'multiples of 32' in capsys.readouterr().err
+
+
 def test_default_checkpoint(data, tmp_path) -> None:
     rep = evaluate(data, tmp_path / 'r', device='cpu', max_frames=2)
     assert rep['frames'] == 2 and 'default' in rep['checkpoint']
