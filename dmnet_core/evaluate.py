@@ -113,7 +113,6 @@ def score_split(segmenter: Any, data: str | Path, split: str = 'test',
         max_frames: score only the first N frames of each sequence (None/0: all).
         min_gt_pixels: the seed paper's per-class pixel threshold.
         progress: show a tqdm bar.
-        inference_size: (H, W) the model runs at (multiples of 32); None = the checkpoint's.
 
     Returns:
         (summary, per-frame scores, timing) where timing has `fps`, `step_ms_mean`,

@@ -51,6 +51,8 @@ def forward_clip(model: DMNet, clip: torch.Tensor,
         if model.global_mask_value:
             # What the Segmenter would have predicted for each memory frame on its own (no
             # history), detached: at inference the bank holds the model's predictions, not GT.
+            # In train mode this pass also feeds batch-norm statistics, from frames of the
+            # same videos.
             with torch.no_grad():
                 g_logits, _ = model.step([s[b * t:] for s in skips], f32[b * t:])
         k, v = model.global_key_value(f32[b * t:], g_logits)     # BG x Ck x h x w
