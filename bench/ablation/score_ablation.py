@@ -30,11 +30,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from bench.ablation.train_ablation import SYNTH_ARGS  # noqa: E402
+from bench.ablation.train_ablation import FOUR, SYNTH_ARGS, VARIANTS  # noqa: E402
 from bench.machine import cpu_name  # noqa: E402
 
-VARIANTS = ('single_frame', 'local_only', 'global_only', 'dmnet')
-EXTRA_VARIANTS = ('global_only_mv', 'dmnet_mv')     # train_ablation.py's mask-value variants
 POLICIES = ('active', 'recent', 'uniform')
 MEMORY_OFF = {'local_enabled': False, 'global_enabled': False}
 DEFAULT_CLIP = REPO.parent / 'shared' / 'data' / 'cholecseg8k_clip' / 'video_pixel'
@@ -46,8 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help='folder with <variant>.safetensors')
     ap.add_argument('--data', type=Path, default=None,
                     help='held-out dataset (default runs/ablation/test_seed<SEED>)')
-    ap.add_argument('--variants', nargs='+', default=list(VARIANTS),
-                    choices=VARIANTS + EXTRA_VARIANTS,
+    ap.add_argument('--variants', nargs='+', default=list(FOUR), choices=list(VARIANTS),
                     help='models to score (MODELS/<name>.safetensors); single_frame and dmnet '
                          'are always among them (baseline, policies, sweep, real clip)')
     ap.add_argument('--split', default='test')
@@ -261,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.real_clip and args.real_clip.is_dir():
         runs = {'dmnet': (dmnet, None), 'dmnet_memory_off': (dmnet, MEMORY_OFF),
                 'single_frame': (paths['single_frame'], None)}
-        runs.update({v: (paths[v], None) for v in names if v in EXTRA_VARIANTS})
+        runs.update({v: (paths[v], None) for v in names if v not in FOUR})   # e.g. *_mv
         res['real_clip'] = real_clip(runs, args.real_clip, args.device)
     else:
         print(f'score_ablation: no real clip at {args.real_clip}: skipped', flush=True)

@@ -20,7 +20,6 @@ import statistics
 import sys
 from pathlib import Path
 
-VARIANTS = ('single_frame', 'local_only', 'global_only', 'dmnet')
 # Issue 15's bars: mIoU points over the single-frame network.
 BARS = {'local_only': 1.0, 'global_only': 1.0, 'dmnet': 3.0}
 # The mask-value variants (issue 15, item 5) answer to the bar of the model they extend.
