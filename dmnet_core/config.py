@@ -308,9 +308,40 @@ def read_yaml(path: str | Path) -> Any:
         raise ValueError(f'{path}: not valid YAML: {exc}') from exc
 
 
-def load_yaml(path: str | Path, cls: type[T]) -> T:
-    """Load a dataclass from a YAML file; errors name the file."""
+def _merge(base: dict, over: dict) -> dict:
+    """`over` on top of `base`: mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_config(path: str | Path, _chain: tuple[Path, ...] = ()) -> Any:
+    """A config file's content on top of its `base:` file (a path relative to it), if it names one.
+
+    Lets a training stage say only what differs from the stage it continues.
+    """
+    path = Path(path).resolve()
+    if path in _chain:
+        raise ValueError(f'{_chain[0]}: the base: chain loops back to {path}')
     data = read_yaml(path)
+    if not isinstance(data, dict) or 'base' not in data:
+        return data
+    base = data.pop('base')
+    if not isinstance(base, str):
+        raise ValueError(f'{path}: base: expected a file name, got {base!r}')
+    parent = read_config(path.parent / base, (*_chain, path))
+    if not isinstance(parent, dict):
+        raise ValueError(f'{path}: base: {base} is not a mapping')
+    return _merge(parent, data)
+
+
+def load_yaml(path: str | Path, cls: type[T]) -> T:
+    """Load a dataclass from a YAML file (and its `base:` chain); errors name the file."""
+    data = read_config(path)
     try:
         return from_dict(cls, data)
     except ValueError as exc:

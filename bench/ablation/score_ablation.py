@@ -14,7 +14,8 @@
 - The real CholecSeg8k clip (evaluation only): binary Dice (any instrument class) and flicker
   of DMNet with and without its memories, and of the single-frame model.
 
-Writes JSON (`--json`) and the markdown tables (`--md`).
+Writes JSON (`--json`, default bench/results/ablation.json) and the markdown tables (`--md`, default
+the JSON's path with .md).
 """
 from __future__ import annotations
 
@@ -64,7 +65,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     ap.add_argument('--json', type=Path, default=REPO / 'bench' / 'results' / 'ablation.json')
-    ap.add_argument('--md', type=Path, default=REPO / 'bench' / 'results' / 'ablation.md')
+    ap.add_argument('--md', type=Path, default=None,
+                    help='markdown tables (default: --json with .md, so scoring a side '
+                         'experiment into its own --json leaves the committed table alone)')
     args = ap.parse_args(argv)
     if args.data is None:
         args.data = REPO / 'runs' / 'ablation' / f'test_seed{args.test_seed}'
@@ -265,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     res['seconds'] = round(time.perf_counter() - t0, 1)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(res, indent=1))
+    args.md = args.md or args.json.with_suffix('.md')
     args.md.parent.mkdir(parents=True, exist_ok=True)
     args.md.write_text('# Memory ablation (issue 15)\n\n' + markdown(res))
     print(markdown(res))

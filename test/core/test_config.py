@@ -65,9 +65,8 @@ def test_class_names_per_task():
         default_class_names('type', 'nope')
 
 
-@pytest.mark.parametrize('name', ['train_synth_binary', 'train_synth_binary_long',
-                                  'train_synth_parts', 'ablation_type', 'train_synth',
-                                  'train_endovis17', 'train_cholecseg8k'])
+@pytest.mark.parametrize('name', sorted(p.stem for p in CONFIG_DIR.glob('train_*.yaml'))
+                         + ['ablation_type'])
 def test_committed_recipes_load_and_validate(name):
     exp = load_yaml(CONFIG_DIR / f'{name}.yaml', ExperimentConfig)
     exp.model.validate()
@@ -80,3 +79,40 @@ def test_binary_stage2_recipe_continues_the_stage1_model():
     assert stage2.model == stage1.model
     assert stage2.data.root != stage1.data.root
     assert stage2.train.out_dir != stage1.train.out_dir
+
+
+def test_base_file_is_merged_under_the_stage(tmp_path):
+    (tmp_path / 'stage1.yaml').write_text(
+        'model:\n  task: parts\n  global_memory: {capacity: 7, n_read: 2}\n'
+        'train: {lr: 0.001, epochs: 15}\n')
+    (tmp_path / 'more').mkdir()
+    (tmp_path / 'more' / 'stage2.yaml').write_text(
+        'base: ../stage1.yaml\nmodel:\n  global_memory: {n_read: 3}\ntrain: {lr: 0.0005}\n')
+    exp = load_yaml(tmp_path / 'more' / 'stage2.yaml', ExperimentConfig)
+    # Nested keys merge one by one: the stage changes n_read and lr, keeps the rest.
+    assert (exp.model.task, exp.model.global_memory.capacity) == ('parts', 7)
+    assert (exp.model.global_memory.n_read, exp.train.lr, exp.train.epochs) == (3, 5e-4, 15)
+
+
+def test_base_errors_name_the_file(tmp_path):
+    (tmp_path / 'a.yaml').write_text('base: b.yaml\n')
+    (tmp_path / 'b.yaml').write_text('base: a.yaml\n')
+    with pytest.raises(ValueError, match='loops back'):
+        load_yaml(tmp_path / 'a.yaml', ExperimentConfig)
+    (tmp_path / 'c.yaml').write_text('base: missing.yaml\n')
+    with pytest.raises(FileNotFoundError, match='missing.yaml'):
+        load_yaml(tmp_path / 'c.yaml', ExperimentConfig)
+    (tmp_path / 'd.yaml').write_text('base: 3\n')
+    with pytest.raises(ValueError, match='d.yaml: base: expected a file name'):
+        load_yaml(tmp_path / 'd.yaml', ExperimentConfig)
+
+
+def test_stage_recipes_change_only_data_and_schedule():
+    # Each later stage continues its base's weights (--init), so its model must be the base's.
+    for stage, base in [('train_synth_binary_s3', 'train_synth_binary_long'),
+                        ('train_synth_binary_v3', 'train_synth_binary_long'),
+                        ('train_synth_parts_long', 'train_synth_parts')]:
+        a = load_yaml(CONFIG_DIR / f'{stage}.yaml', ExperimentConfig)
+        b = load_yaml(CONFIG_DIR / f'{base}.yaml', ExperimentConfig)
+        assert a.model == b.model and a.data.augmentation == b.data.augmentation
+        assert a.train.out_dir != b.train.out_dir

@@ -167,6 +167,11 @@ class NodeProcess:
         self._log.close()
         return self.proc.returncode
 
+    def stop_cleanly(self, timeout: float = 10.0) -> None:
+        """`stop()`, and fail with the process's output unless SIGINT ended it with exit 0."""
+        rc = self.stop(timeout)
+        assert rc == 0, f'unclean exit on SIGINT (exit {rc}):\n{self.output()[-3000:]}'
+
     def __enter__(self) -> NodeProcess:
         return self.start()
 

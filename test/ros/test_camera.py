@@ -33,7 +33,7 @@ def root_node(env):
     with NodeProcess({'device': 'cpu'}, remaps={'image': CAM_TOPIC}, env=env) as proc:
         yield proc
         assert proc.alive(), f'node died:\n{proc.output()[-3000:]}'
-        assert proc.stop() == 0, proc.output()[-3000:]
+        proc.stop_cleanly()
 
 
 @pytest.fixture(scope='module')
@@ -42,7 +42,7 @@ def left_node(env):
                      remaps={'image': CAM_TOPIC, '__ns': '/left'}, env=env) as proc:
         yield proc
         assert proc.alive(), f'node died:\n{proc.output()[-3000:]}'
-        assert proc.stop() == 0, proc.output()[-3000:]
+        proc.stop_cleanly()
 
 
 @pytest.fixture

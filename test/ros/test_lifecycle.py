@@ -167,7 +167,7 @@ def test_reset_answers_during_a_slow_step_and_diagnostics_keep_their_period():
         values = diag.wait(lambda s, v: int(v['resets']) >= 1, 60, 'reset applied')[1]
         assert values['last_reset_reason'] == 'service call'
         client.wait_for(lambda: masks.messages, 30, 'the slow frame answered')
-        assert proc.stop() == 0, f'unclean exit on SIGINT:\n{proc.output()[-3000:]}'
+        proc.stop_cleanly()
 
 
 def test_sigterm_mid_step_exits_0_without_error_lines():
@@ -200,7 +200,7 @@ def test_sigint_when_idle_exits_0():
     env = ros_env()
     with NodeProcess(dict(BASE), remaps={'image': IMAGE_TOPIC}, env=env) as proc:
         proc.wait_ready(120)
-        assert proc.stop() == 0, f'unclean exit on SIGINT:\n{proc.output()[-3000:]}'
+        proc.stop_cleanly()
         out = proc.output()
         assert not [m for m in ERROR_MARKS if m in out], out[-3000:]
 

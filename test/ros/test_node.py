@@ -74,7 +74,7 @@ def node_proc():
         proc.wait_ready()
         yield proc
         assert proc.alive(), f'node died:\n{proc.output()[-3000:]}'
-        assert proc.stop() == 0, f'unclean exit on SIGINT:\n{proc.output()[-3000:]}'
+        proc.stop_cleanly()
 
 
 @pytest.fixture
@@ -299,7 +299,7 @@ def test_second_stream_in_a_namespace_keeps_its_own_memory(node_proc, client):
         assert left_after['frames_since_reset'] == left_before['frames_since_reset']
         keys = {_key(h) for h in sent}
         assert not keys & {_key(m.header) for m in left_masks.messages}
-        assert proc.stop() == 0, f'unclean exit on SIGINT:\n{proc.output()[-3000:]}'
+        proc.stop_cleanly()
 
 
 def test_frames_accounted_for(node_proc, client):
@@ -321,4 +321,4 @@ def test_torch_compile_parameter(node_proc, client):
         pub = client.node.create_publisher(Image, '/endoscope/compiled/image_raw', RELIABLE)
         client.wait_for_subscriber(pub)
         _send_until_answered(client, pub, masks, n=2)
-        assert proc.stop() == 0, f'unclean exit on SIGINT:\n{proc.output()[-3000:]}'
+        proc.stop_cleanly()
