@@ -88,7 +88,8 @@ class ConditionScores:
             scorer.update(pred, gt, sequence)
 
     def summary(self) -> dict:
-        """{tag: frames, mean_iou, mean_dice (seed protocol), challenge_iou, binary_dice}.
+        """{tag: frames, mean_iou, mean_dice (seed protocol), challenge_iou, binary_dice,
+        instrument_class_accuracy}.
 
         Flicker is left out: a tag's frames are not consecutive.
         """
@@ -96,7 +97,7 @@ class ConditionScores:
         for tag in sorted(self.scorers, key=lambda t: (t != CLEAN, t)):
             s = self.scorers[tag].summary()
             out[tag] = {k: s[k] for k in ('frames', 'mean_iou', 'mean_dice', 'challenge_iou',
-                                          'binary_dice')}
+                                          'binary_dice', 'instrument_class_accuracy')}
         return out
 
 

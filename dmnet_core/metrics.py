@@ -242,6 +242,7 @@ class SegmentationScorer:
             'dataset_iou': _mean([d_iou[c] for c in inst]),
             'pred_flicker': _mean(acc.flicker_pred),
             'gt_flicker': _mean(acc.flicker_gt),
+            'instrument_class_accuracy': _class_accuracy(acc.conf),
             '_seed': (s_iou, s_dice),
             '_dataset': (d_iou, d_dice),
             '_names': names,
@@ -251,8 +252,8 @@ class SegmentationScorer:
         """Everything scored so far, JSON-serialisable (undefined values are None).
 
         Keys: ``mean_dice``, ``mean_iou`` (seed-paper protocol, instrument classes),
-        ``binary_dice``, ``frames``, ``per_class``, ``protocols``, ``per_sequence``,
-        ``temporal_stability``, ``class_names``, ``min_gt_pixels``.
+        ``binary_dice``, ``instrument_class_accuracy``, ``frames``, ``per_class``, ``protocols``,
+        ``per_sequence``, ``temporal_stability``, ``class_names``, ``min_gt_pixels``.
         """
         acc = self._total
         g = self._group_summary(acc)
@@ -304,6 +305,7 @@ class SegmentationScorer:
             'binary_dice_all_frames': g['binary_dice_all_frames'],
             'challenge_iou': g['challenge_iou'],
             'dataset_iou': g['dataset_iou'],
+            'instrument_class_accuracy': g['instrument_class_accuracy'],
             'frames': acc.frames,
             'sequences': len(self._seqs),
             'class_names': list(self.class_names),
@@ -313,6 +315,18 @@ class SegmentationScorer:
             'per_sequence': per_sequence,
             'temporal_stability': stability,
         }
+
+
+def _class_accuracy(conf: np.ndarray) -> float | None:
+    """Share of ground-truth instrument pixels found as an instrument that got the right class.
+
+    Separates naming from finding: a multi-class model can find the instruments (binary Dice)
+    and still name them wrongly. None for a binary task, where it would always be 1.
+    """
+    if conf.shape[0] <= 2:
+        return None
+    found = conf[1:, 1:]
+    return _ratio(float(np.trace(found)), float(found.sum()))
 
 
 def _diff(a: float | None, b: float | None) -> float | None:

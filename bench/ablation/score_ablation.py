@@ -111,6 +111,7 @@ def score(path: Path, args: argparse.Namespace, memory: dict | None = None) -> d
     row = {'mean_iou': summary['mean_iou'], 'mean_dice': summary['mean_dice'],
            'challenge_iou': ch['mean_iou'], 'challenge_dice': ch['mean_dice'],
            'binary_dice': summary['binary_dice'], 'frames': summary['frames'],
+           'instrument_class_accuracy': summary['instrument_class_accuracy'],
            'pred_flicker': summary['temporal_stability']['pred_flicker'],
            'inference_ms_mean': timing['inference_ms_mean']}
     if 'per_condition' in summary:
@@ -118,6 +119,8 @@ def score(path: Path, args: argparse.Namespace, memory: dict | None = None) -> d
                                      summary['per_condition'].items()}
         row['per_condition_frames'] = {k: v['frames'] for k, v in
                                        summary['per_condition'].items()}
+        row['per_condition_class_accuracy'] = {k: v['instrument_class_accuracy'] for k, v in
+                                               summary['per_condition'].items()}
     return row
 
 

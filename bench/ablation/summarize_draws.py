@@ -95,7 +95,31 @@ def summarize(draws: list[tuple[str, dict]], compared: tuple[str, ...] = tuple(B
                 for ms in cells) for v in bars}
     return {'draws': per_draw, 'miou': {v: _stats([d['miou'][v] for d in per_draw])
                                         for v in models},
-            'gain': gains, 'per_condition_mean_gain': cond_gain, 'compared': list(compared)}
+            'gain': gains, 'per_condition_mean_gain': cond_gain, 'compared': list(compared),
+            'finding_naming': finding_and_naming([res for _, res in draws], models)}
+
+
+def finding_and_naming(scored: list[dict], models: tuple[str, ...]) -> dict:
+    """Per model, means over every scored file (x100) of binary Dice (finding the instruments)
+    and instrument class accuracy (naming the ones found), overall and on tip_occluded frames.
+
+    Files scored before the class accuracy existed are left out; {} when none has it.
+    """
+    have = [r['models'] for r in scored
+            if all(r['models'][v].get('instrument_class_accuracy') is not None for v in models)]
+    if not have:
+        return {}
+    out = {}
+    for v in models:
+        tip = [m[v].get('per_condition_class_accuracy', {}).get('tip_occluded') for m in have]
+        tip = [t for t in tip if t is not None]
+        out[v] = {'files': len(have),
+                  'binary_dice': statistics.fmean(100 * m[v]['binary_dice'] for m in have),
+                  'class_accuracy': statistics.fmean(
+                      100 * m[v]['instrument_class_accuracy'] for m in have),
+                  'class_accuracy_tip_occluded': (statistics.fmean(100 * t for t in tip)
+                                                  if tip else None)}
+    return out
 
 
 def _pm(s: dict) -> str:
@@ -130,6 +154,19 @@ def to_markdown(summary: dict) -> str:
                   '| condition | ' + ' | '.join(names) + ' |', '|---|' + '---|' * len(compared)]
         for c, row in summary['per_condition_mean_gain'].items():
             lines.append(f'| {c} | ' + ' | '.join(f'{row[v]:+.2f}' for v in compared) + ' |')
+    fn = summary.get('finding_naming')
+    if fn:
+        n_files = next(iter(fn.values()))['files']
+        lines += ['', f'Finding against naming, mean over {n_files} scored sets (x100): binary '
+                  'Dice (any instrument found), and the share of found instrument pixels given '
+                  'the right type:', '',
+                  '| model | binary Dice | class accuracy | class accuracy, tip_occluded |',
+                  '|---|---|---|---|']
+        for v, r in fn.items():
+            tip = r['class_accuracy_tip_occluded']
+            lines.append(f"| {LABELS.get(v, v)} | {r['binary_dice']:.2f} | "
+                         f"{r['class_accuracy']:.2f} | "
+                         f"{'' if tip is None else f'{tip:.2f}'} |")
     return '\n'.join(lines) + '\n'
 
 

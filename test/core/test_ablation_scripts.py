@@ -95,6 +95,9 @@ def test_score_writes_the_tables(trained, tmp_path) -> None:
     for r in res['models'].values():
         assert 0.0 <= r['mean_iou'] <= 1.0 and r['frames'] == 12
         assert r['per_condition_frames'] == {'clean': 6, 'smoke_burst': 6}
+        acc = r['instrument_class_accuracy']         # type task: naming scored apart
+        assert acc is None or 0.0 <= acc <= 1.0
+        assert set(r['per_condition_class_accuracy']) == {'clean', 'smoke_burst'}
     m = res['models']
     assert m['single_frame']['params'] < m['global_only']['params'] < m['dmnet']['params']
     assert m['dmnet']['params'] == (m['single_frame']['params'] + m['dmnet']['params_local_memory']
@@ -262,3 +265,29 @@ def test_mask_value_variant_trains_from_the_same_stage1_and_scores(trained, tmp_
     res = json.loads(out.read_text())
     assert list(res['models']) == ['single_frame', 'dmnet_mv', 'dmnet']
     assert 0.0 <= res['models']['dmnet_mv']['mean_iou'] <= 1.0
+
+
+def test_summarize_draws_sets_finding_against_naming(tmp_path) -> None:
+    summarize = _script('summarize_draws')
+    variants = ('single_frame', 'local_only', 'global_only', 'dmnet')
+    files = []
+    for i, acc in enumerate((0.4, 0.6)):
+        models = {v: {'mean_iou': 0.2, 'binary_dice': 0.8 + 0.1 * i,
+                      'instrument_class_accuracy': acc + (0.1 if v == 'dmnet' else 0.0),
+                      'per_condition_class_accuracy': {'tip_occluded': acc / 2}}
+                  for v in variants}
+        p = tmp_path / f's{i}.json'
+        p.write_text(json.dumps({'machine': 'cpu', 'test_data': {'seed': 7922 + i},
+                                 'models': models}))
+        files.append(f'd={p}')
+    res = summarize.summarize([summarize.load_draw(f) for f in files])
+    fn = res['finding_naming']
+    assert fn['single_frame']['binary_dice'] == pytest.approx(85.0)
+    assert fn['single_frame']['class_accuracy'] == pytest.approx(50.0)
+    assert fn['dmnet']['class_accuracy'] == pytest.approx(60.0)
+    assert fn['dmnet']['class_accuracy_tip_occluded'] == pytest.approx(25.0)
+    assert 'class accuracy, tip_occluded' in summarize.to_markdown(res)
+    # Files scored before the figure existed: no table, no error.
+    old = tmp_path / 'old.json'
+    old.write_text(json.dumps({'models': {v: {'mean_iou': 0.2} for v in variants}}))
+    assert summarize.summarize([summarize.load_draw(str(old))])['finding_naming'] == {}

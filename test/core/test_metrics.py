@@ -166,3 +166,19 @@ def test_markdown_and_plot(scored, tmp_path) -> None:
     assert '| s1 | 2 |' in md
     png = plot_per_frame(frames, tmp_path / 'plots' / 'per_frame.png')
     assert png.read_bytes()[:4] == b'\x89PNG'
+
+
+def test_instrument_class_accuracy_separates_naming_from_finding() -> None:
+    # GT: 4 px of a, 4 px of b. Prediction: every instrument pixel found, but 3 of a named b,
+    # and one b pixel missed (background), which does not count against the naming.
+    gt = _maps(['aaaa', 'bbbb', '....', '....'])
+    pr = _maps(['abbb', 'bbb.', '....', '....'])
+    s = SegmentationScorer(NAMES, min_gt_pixels=2)
+    s.update(pr, gt)
+    out = s.summary()
+    assert out['instrument_class_accuracy'] == pytest.approx(4 / 7)   # 1 a + 3 b of 7 found
+    assert out['binary_dice'] == pytest.approx(2 * 7 / (8 + 7))
+    # A binary task has only one instrument class: naming is trivial, so no figure.
+    b = SegmentationScorer(['bg', 'tool'], min_gt_pixels=2)
+    b.update((gt > 0).astype(np.uint8), (gt > 0).astype(np.uint8))
+    assert b.summary()['instrument_class_accuracy'] is None
