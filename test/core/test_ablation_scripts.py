@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from safetensors import safe_open
 
@@ -291,3 +292,22 @@ def test_summarize_draws_sets_finding_against_naming(tmp_path) -> None:
     old = tmp_path / 'old.json'
     old.write_text(json.dumps({'models': {v: {'mean_iou': 0.2} for v in variants}}))
     assert summarize.summarize([summarize.load_draw(str(old))])['finding_naming'] == {}
+
+
+def test_naming_headroom_votes_by_ground_truth_type() -> None:
+    nh = _script('naming_headroom')
+    gt = np.array([[1, 1, 1, 2, 0]], dtype=np.uint8)
+    # One sequence, 3 classes + background: type 1 named right 3, 1, then 0 times of 3; type 2
+    # always right; the background pixel predicted 1 is not a found pixel.
+    preds = ([1, 1, 1, 2, 1], [1, 2, 2, 2, 1], [2, 2, 2, 2, 1])
+    frames = [nh.found_confusion(np.array([p], np.uint8), gt, 3) for p in preds]
+    assert frames[1].tolist() == [[0, 0, 0], [0, 1, 2], [0, 0, 1]]
+    r = nh.headroom([frames])
+    assert r['found_pixels'] == 12
+    assert r['frame'] == pytest.approx(7 / 12)           # 4 + 2 + 1
+    # Causal vote for type 1: 3:0, then 4:2 (right), then 4:5 (wrong from then on).
+    assert r['causal_vote'] == pytest.approx((4 + 4 + 1) / 12)
+    # Sequence vote: type 1 named 1 four times and 2 five times: all of type 1 wrong.
+    assert r['sequence_vote'] == pytest.approx(3 / 12)
+    assert r['confusion'] == [[4, 5], [0, 3]]            # instrument types only
+    assert nh.headroom([[]])['frame'] is None

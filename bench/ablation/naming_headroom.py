@@ -1,0 +1,148 @@
+"""How much could a memory add to naming the instrument type? (issue 15, item 5)
+
+    python bench/ablation/naming_headroom.py --models runs/ablation_big_lr/models_seed0 \
+        --data runs/ablation/test_seed7922 [more sets] [--variants single_frame dmnet] [--json OUT]
+
+The type networks find the instruments far better than they name them (binary Dice ~0.75,
+~40 % of the found instrument pixels given the right type), so what a memory can carry forward
+is bounded by how often the frames it remembers were named right. For each model, on the found
+instrument pixels (ground truth an instrument, prediction an instrument) of a held-out split:
+
+- ``frame``: the share named right frame by frame (``instrument_class_accuracy``);
+- ``causal_vote``: each frame's pixels of ground-truth type c relabelled with the type most
+  often predicted for c so far in the sequence (this frame included): a perfect memory that
+  knows which instrument is which and votes over everything it has seen;
+- ``sequence_vote``: the same vote over the whole sequence, past and future.
+
+The votes group pixels by their ground-truth type, an oracle no model has: they bound the gain
+of temporal integration from above. If the votes are not far above ``frame``, a network's
+mistakes about an instrument persist from frame to frame and no memory can mend them; if they
+are, the single frames hold the answer often enough and the memory does not use it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+VARIANTS = ('single_frame', 'local_only', 'global_only', 'dmnet')
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--models', type=Path, required=True, help='folder with <variant>.safetensors')
+    ap.add_argument('--data', type=Path, nargs='+', required=True,
+                    help='held-out datasets (type masks); several give their mean too')
+    ap.add_argument('--split', default='test')
+    ap.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument('--device', default='cpu')
+    ap.add_argument('--json', type=Path, default=None)
+    return ap.parse_args(argv)
+
+
+def found_confusion(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:
+    """C x C counts over pixels whose ground truth and prediction are both an instrument
+    (class > 0); rows ground truth, columns prediction; row and column 0 stay empty."""
+    found = (gt > 0) & (pred > 0)
+    idx = gt[found].astype(np.int64) * num_classes + pred[found].astype(np.int64)
+    return np.bincount(idx, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def vote_correct(conf_now: np.ndarray, votes: np.ndarray) -> int:
+    """Pixels of `conf_now` named right when every ground-truth type c is relabelled with the
+    type that `votes` (C x C counts) predicts most often for c."""
+    correct = 0
+    for c in range(1, conf_now.shape[0]):
+        n = int(conf_now[c].sum())
+        if n and int(np.argmax(votes[c, 1:])) + 1 == c:
+            correct += n
+    return correct
+
+
+def headroom(frame_confs: list[list[np.ndarray]]) -> dict:
+    """Accuracies (0-1) from per-sequence lists of per-frame found-pixel confusion matrices."""
+    total = frame_ok = causal_ok = seq_ok = 0
+    pooled = None
+    for confs in frame_confs:
+        if not confs:
+            continue
+        whole = np.sum(confs, axis=0)
+        so_far = np.zeros_like(whole)
+        for conf in confs:
+            so_far += conf
+            total += int(conf.sum())
+            frame_ok += int(np.trace(conf))
+            causal_ok += vote_correct(conf, so_far)
+        seq_ok += vote_correct(whole, whole)
+        pooled = whole if pooled is None else pooled + whole
+    if total == 0:
+        return {'found_pixels': 0, 'frame': None, 'causal_vote': None, 'sequence_vote': None}
+    # Rows ground-truth type, columns predicted type (found pixels; background row/column cut).
+    return {'found_pixels': total, 'frame': frame_ok / total, 'causal_vote': causal_ok / total,
+            'sequence_vote': seq_ok / total, 'confusion': pooled[1:, 1:].tolist()}
+
+
+def run_model(path: Path, data: Path, args: argparse.Namespace) -> dict:
+    from dmnet_core.data import layout
+    from dmnet_core.segmenter import load_segmenter
+    seg = load_segmenter(path, args.device, precision='fp32')
+    if seg.task != 'type':
+        raise SystemExit(f'naming_headroom: {path} is a {seg.task!r} model; naming needs a '
+                         'multi-class task (type)')
+    c = len(seg.class_names)
+    per_seq = []
+    for seq in layout.list_sequences(data, args.split):
+        seg.reset()
+        confs = []
+        for frame in seq.frames():
+            gt = layout.read_mask(seq.mask_path(frame, seg.task))
+            confs.append(found_confusion(seg.step(layout.read_image(frame)), gt, c))
+        per_seq.append(confs)
+    return headroom(per_seq)
+
+
+KEYS = ('frame', 'causal_vote', 'sequence_vote')
+
+
+def _row(name: str, r: dict) -> str:
+    cells = ['' if r.get(k) is None else f'{100 * r[k]:.1f}' for k in KEYS]
+    return f"| {name} | {r.get('found_pixels', '')} | " + ' | '.join(cells) + ' |'
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for data in args.data:
+        if not (data / 'dataset.yaml').is_file():
+            raise SystemExit(f'naming_headroom: no dataset.yaml in {data}')
+    for v in args.variants:
+        if not (args.models / f'{v}.safetensors').is_file():
+            raise SystemExit(f'naming_headroom: no checkpoint {args.models / v}.safetensors')
+    print('| model, set | found px | named right, frame by frame | causal vote | sequence vote |')
+    print('|---|---|---|---|---|')
+    out: dict = {}
+    for v in args.variants:
+        sets = {}
+        for data in args.data:
+            sets[str(data)] = r = run_model(args.models / f'{v}.safetensors', data, args)
+            print(_row(f'{v}, {data.name}', r), flush=True)
+        # Mean over sets (each set weighs the same, as in score_ablation's summaries).
+        mean = {k: float(np.mean([r[k] for r in sets.values() if r[k] is not None]))
+                for k in KEYS if any(r[k] is not None for r in sets.values())}
+        out[v] = {'sets': sets, 'mean': mean}
+        if len(args.data) > 1:
+            print(_row(f'**{v}, mean of {len(args.data)}**', mean), flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({'models_dir': str(args.models), 'split': args.split,
+                                         'models': out}, indent=1))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
