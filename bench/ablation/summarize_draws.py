@@ -101,7 +101,8 @@ def summarize(draws: list[tuple[str, dict]], compared: tuple[str, ...] = tuple(B
 
 def finding_and_naming(scored: list[dict], models: tuple[str, ...]) -> dict:
     """Per model, means over every scored file (x100) of binary Dice (finding the instruments)
-    and instrument class accuracy (naming the ones found), overall and on tip_occluded frames.
+    and instrument class accuracy (naming the ones found), overall, on clean frames and on
+    tip_occluded frames (jaws hidden: if naming is no worse there, the jaws were not read).
 
     Files scored before the class accuracy existed are left out; {} when none has it.
     """
@@ -110,15 +111,19 @@ def finding_and_naming(scored: list[dict], models: tuple[str, ...]) -> dict:
     if not have:
         return {}
     out = {}
+    def by_condition(v: str, cond: str) -> float | None:
+        vals = [m[v].get('per_condition_class_accuracy', {}).get(cond) for m in have]
+        vals = [100 * x for x in vals if x is not None]
+        return statistics.fmean(vals) if vals else None
+
+    out = {}
     for v in models:
-        tip = [m[v].get('per_condition_class_accuracy', {}).get('tip_occluded') for m in have]
-        tip = [t for t in tip if t is not None]
         out[v] = {'files': len(have),
                   'binary_dice': statistics.fmean(100 * m[v]['binary_dice'] for m in have),
                   'class_accuracy': statistics.fmean(
                       100 * m[v]['instrument_class_accuracy'] for m in have),
-                  'class_accuracy_tip_occluded': (statistics.fmean(100 * t for t in tip)
-                                                  if tip else None)}
+                  'class_accuracy_clean': by_condition(v, 'clean'),
+                  'class_accuracy_tip_occluded': by_condition(v, 'tip_occluded')}
     return out
 
 
@@ -160,13 +165,14 @@ def to_markdown(summary: dict) -> str:
         lines += ['', f'Finding against naming, mean over {n_files} scored sets (x100): binary '
                   'Dice (any instrument found), and the share of found instrument pixels given '
                   'the right type:', '',
-                  '| model | binary Dice | class accuracy | class accuracy, tip_occluded |',
-                  '|---|---|---|---|']
+                  '| model | binary Dice | class accuracy | class accuracy, clean | '
+                  'class accuracy, tip_occluded |',
+                  '|---|---|---|---|---|']
         for v, r in fn.items():
-            tip = r['class_accuracy_tip_occluded']
-            lines.append(f"| {LABELS.get(v, v)} | {r['binary_dice']:.2f} | "
-                         f"{r['class_accuracy']:.2f} | "
-                         f"{'' if tip is None else f'{tip:.2f}'} |")
+            cells = ['' if r[k] is None else f'{r[k]:.2f}' for k in
+                     ('binary_dice', 'class_accuracy', 'class_accuracy_clean',
+                      'class_accuracy_tip_occluded')]
+            lines.append(f'| {LABELS.get(v, v)} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
 

@@ -287,6 +287,7 @@ def test_summarize_draws_sets_finding_against_naming(tmp_path) -> None:
     assert fn['single_frame']['class_accuracy'] == pytest.approx(50.0)
     assert fn['dmnet']['class_accuracy'] == pytest.approx(60.0)
     assert fn['dmnet']['class_accuracy_tip_occluded'] == pytest.approx(25.0)
+    assert fn['dmnet']['class_accuracy_clean'] is None           # no clean frames scored
     assert 'class accuracy, tip_occluded' in summarize.to_markdown(res)
     # Files scored before the figure existed: no table, no error.
     old = tmp_path / 'old.json'
