@@ -97,7 +97,11 @@ def run_model(path: Path, data: Path, args: argparse.Namespace) -> dict:
                          'multi-class task (type)')
     c = len(seg.class_names)
     per_seq = []
-    for seq in layout.list_sequences(data, args.split):
+    try:
+        sequences = layout.list_sequences(data, args.split)
+    except KeyError as exc:
+        raise SystemExit(f'naming_headroom: {data}: {exc.args[0]}') from None
+    for seq in sequences:
         seg.reset()
         confs = []
         for frame in seq.frames():
