@@ -49,9 +49,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def found_confusion(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:
     """C x C counts over pixels whose ground truth and prediction are both an instrument
     (class > 0); rows ground truth, columns prediction; row and column 0 stay empty."""
-    found = (gt > 0) & (pred > 0)
-    idx = gt[found].astype(np.int64) * num_classes + pred[found].astype(np.int64)
-    return np.bincount(idx, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    from dmnet_core.metrics import confusion
+    conf = confusion(pred, gt, num_classes)
+    conf[0, :] = 0          # background in the ground truth: nothing to name
+    conf[:, 0] = 0          # predicted background: not found
+    return conf
 
 
 def vote_correct(conf_now: np.ndarray, votes: np.ndarray) -> int:

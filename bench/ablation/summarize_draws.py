@@ -110,7 +110,7 @@ def finding_and_naming(scored: list[dict], models: tuple[str, ...]) -> dict:
             if all(r['models'][v].get('instrument_class_accuracy') is not None for v in models)]
     if not have:
         return {}
-    out = {}
+
     def by_condition(v: str, cond: str) -> float | None:
         vals = [m[v].get('per_condition_class_accuracy', {}).get(cond) for m in have]
         vals = [100 * x for x in vals if x is not None]
