@@ -3,7 +3,8 @@
     python bench/ablation/score_ablation.py [--models bench/ablation] [--data DIR] ...
 
 - Held-out video: `--data` (default runs/ablation/test_seed<SEED>), generated with `dmnet synth`
-  from `--test-seed` (7919: nothing was trained, tuned or selected on it) when missing; its
+  from `--test-seed` (7919: nothing was trained, tuned or selected on it) when missing; with
+  `--data`, the seed recorded is `--test-seed` if given, else unknown (null); its
   `--split` (test) is scored causally, frame by frame, as `dmnet evaluate` does.
 - Per model (single_frame, local_only, global_only, dmnet): mIoU and mDice under the seed-paper
   protocol and the challenge IoU/Dice, per-condition mIoU (when the sequences carry
@@ -37,6 +38,8 @@ from bench.machine import cpu_name  # noqa: E402
 POLICIES = ('active', 'recent', 'uniform')
 MEMORY_OFF = {'local_enabled': False, 'global_enabled': False}
 DEFAULT_CLIP = REPO.parent / 'shared' / 'data' / 'cholecseg8k_clip' / 'video_pixel'
+# Held-out seed of the committed table: nothing was trained, tuned or selected on it.
+DEFAULT_TEST_SEED = 7919
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,7 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help='models to score (MODELS/<name>.safetensors); single_frame and dmnet '
                          'are always among them (baseline, policies, sweep, real clip)')
     ap.add_argument('--split', default='test')
-    ap.add_argument('--test-seed', type=int, default=7919)
+    ap.add_argument('--test-seed', type=int, default=None,
+                    help='seed of the held-out set (default 7919 without --data; with --data, '
+                         'recorded in the results and used to generate DIR when missing)')
     ap.add_argument('--test-sequences', type=int, default=4)
     ap.add_argument('--test-frames', type=int, default=100)
     ap.add_argument('--test-size', default='128x160')
@@ -70,6 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          'experiment into its own --json leaves the committed table alone)')
     args = ap.parse_args(argv)
     if args.data is None:
+        args.test_seed = DEFAULT_TEST_SEED if args.test_seed is None else args.test_seed
         args.data = REPO / 'runs' / 'ablation' / f'test_seed{args.test_seed}'
     return args
 
@@ -79,6 +85,9 @@ def ensure_test_data(args: argparse.Namespace) -> list[str] | None:
     from dmnet_core.cli import main as dmnet
     if (args.data / 'dataset.yaml').is_file():
         return None
+    if args.test_seed is None:
+        raise SystemExit(f'score_ablation: {args.data} has no dataset.yaml; give --test-seed to '
+                         'generate it there')
     n = args.test_sequences
     cmd = ['synth', '--out', str(args.data), '--sequences', str(n + 1), '--frames',
            str(args.test_frames), '--seed', str(args.test_seed), '--size', args.test_size,
@@ -181,7 +190,7 @@ def markdown(res: dict) -> str:
     base = models.get('single_frame', {}).get('mean_iou')
     base_ms = res['timing_ms'].get('single_frame')
     lines = [f"Held-out generated video: `{res['test_data']['path']}` split "
-             f"`{res['test_data']['split']}` (seed {res['test_data']['seed']}, "
+             f"`{res['test_data']['split']}` (seed {res['test_data']['seed'] or 'not given'}, "
              f"{res['test_data']['frames']} frames), task `type`. mIoU/mDice: seed-paper "
              'protocol; challenge: EndoVis challenge IoU/Dice; all in %. ms: median '
              f"`Segmenter.step` on {res['machine']} ({res['threads']} threads), round-robin.",

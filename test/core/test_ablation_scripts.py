@@ -92,6 +92,7 @@ def test_score_writes_the_tables(trained, tmp_path) -> None:
             '--real-clip', str(CLIP), '--json', str(out / 'a.json'), '--md', str(out / 'a.md')]
     assert _script('score_ablation').main(argv) == 0
     res = json.loads((out / 'a.json').read_text())
+    assert res['test_data']['seed'] is None        # --data alone: which seed made it is unknown
     assert list(res['models']) == ['single_frame', 'local_only', 'global_only', 'dmnet']
     for r in res['models'].values():
         assert 0.0 <= r['mean_iou'] <= 1.0 and r['frames'] == 12
@@ -118,6 +119,19 @@ def test_score_writes_the_tables(trained, tmp_path) -> None:
         assert _script('score_ablation').main(argv) == 2
     finally:
         (tmp_path / 'moved.safetensors').rename(trained['root'] / 'models' / 'dmnet.safetensors')
+
+
+def test_score_held_out_seed_and_path(tmp_path) -> None:
+    score = _script('score_ablation')
+    args = score.parse_args([])
+    assert args.test_seed == 7919 and args.data.name == 'test_seed7919'
+    assert score.parse_args(['--test-seed', '7925']).data.name == 'test_seed7925'
+    args = score.parse_args(['--data', str(tmp_path / 'set'), '--test-seed', '7925'])
+    assert args.test_seed == 7925 and args.data == tmp_path / 'set'
+    # A missing --data set is generated only from a seed the caller names.
+    args = score.parse_args(['--data', str(tmp_path / 'set')])
+    with pytest.raises(SystemExit, match='set has no dataset.yaml; give --test-seed'):
+        score.ensure_test_data(args)
 
 
 def test_diagnose(trained, tmp_path, capsys) -> None:
