@@ -116,3 +116,17 @@ def test_stage_recipes_change_only_data_and_schedule():
         b = load_yaml(CONFIG_DIR / f'{base}.yaml', ExperimentConfig)
         assert a.model == b.model and a.data.augmentation == b.data.augmentation
         assert a.train.out_dir != b.train.out_dir
+
+
+def test_hires_ablation_differs_only_in_scale():
+    # The 256x320 ablation must stay the 128x160 one but for where pixels come from: training
+    # windows of 128x160 at the rendered scale, whole frames at inference.
+    hi = load_yaml(CONFIG_DIR / 'ablation_type_hires.yaml', ExperimentConfig)
+    lo = load_yaml(CONFIG_DIR / 'ablation_type.yaml', ExperimentConfig)
+    assert hi.model.input_size == [256, 320] and lo.model.input_size == [128, 160]
+    assert hi.data.crop == lo.data.crop == [128, 160]
+    # The same 1-1.5x magnification of the rendered frame: zoom range scaled by 256/128.
+    assert [s * 128 / 256 for s in hi.data.augmentation.scale] == lo.data.augmentation.scale
+    hi.model.input_size = lo.model.input_size
+    hi.data.augmentation.scale = lo.data.augmentation.scale
+    assert hi == lo
