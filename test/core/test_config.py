@@ -129,4 +129,5 @@ def test_hires_ablation_differs_only_in_scale():
     assert [s * 128 / 256 for s in hi.data.augmentation.scale] == lo.data.augmentation.scale
     hi.model.input_size = lo.model.input_size
     hi.data.augmentation.scale = lo.data.augmentation.scale
+    hi.data.root, hi.train.out_dir = lo.data.root, lo.train.out_dir     # its own 256x320 set
     assert hi == lo
