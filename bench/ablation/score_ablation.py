@@ -189,8 +189,9 @@ def markdown(res: dict) -> str:
     models = res['models']
     base = models.get('single_frame', {}).get('mean_iou')
     base_ms = res['timing_ms'].get('single_frame')
+    seed = res['test_data']['seed']
     lines = [f"Held-out generated video: `{res['test_data']['path']}` split "
-             f"`{res['test_data']['split']}` (seed {res['test_data']['seed'] or 'not given'}, "
+             f"`{res['test_data']['split']}` (seed {'not given' if seed is None else seed}, "
              f"{res['test_data']['frames']} frames), task `type`. mIoU/mDice: seed-paper "
              'protocol; challenge: EndoVis challenge IoU/Dice; all in %. ms: median '
              f"`Segmenter.step` on {res['machine']} ({res['threads']} threads), round-robin.",

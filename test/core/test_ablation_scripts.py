@@ -110,6 +110,7 @@ def test_score_writes_the_tables(trained, tmp_path) -> None:
                                                                     (4, 2)]
     md = (out / 'a.md').read_text()
     assert '| model | local | global | mIoU |' in md and 'smoke_burst (6)' in md
+    assert '(seed not given, 12 frames)' in md
     if CLIP.is_dir():                                  # evaluation only, never trained on
         assert set(res['real_clip']) == {'dmnet', 'dmnet_memory_off', 'single_frame'}
         assert res['real_clip']['dmnet']['frames'] == 72
