@@ -12,7 +12,11 @@ instrument pixels (ground truth an instrument, prediction an instrument) of a he
 - ``causal_vote``: each frame's pixels of ground-truth type c relabelled with the type most
   often predicted for c so far in the sequence (this frame included): a perfect memory that
   knows which instrument is which and votes over everything it has seen;
-- ``sequence_vote``: the same vote over the whole sequence, past and future.
+- ``sequence_vote``: the same vote over the whole sequence, past and future;
+- ``by_part``: ``frame`` on the found pixels of each part (``masks/parts``: shaft, wrist,
+  clasper), when the set has parts masks: the three types differ by their jaws only, so this
+  says whether a network reads the jaws and fails to carry the type up the shaft, or does not
+  read them at all.
 
 The votes group pixels by their ground-truth type, an oracle no model has: they bound the gain
 of temporal integration from above. If the votes are not far above ``frame``, a network's
@@ -32,6 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 VARIANTS = ('single_frame', 'local_only', 'global_only', 'dmnet')
+PARTS = ('shaft', 'wrist', 'clasper')       # masks/parts values 1, 2, 3
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -67,6 +72,14 @@ def vote_correct(conf_now: np.ndarray, votes: np.ndarray) -> int:
     return correct
 
 
+def add_part_counts(pred: np.ndarray, gt: np.ndarray, parts: np.ndarray,
+                    ok: np.ndarray, n: np.ndarray) -> None:
+    """Add one frame's found pixels (`n`) and those named right (`ok`) by part id, in place."""
+    found = (gt > 0) & (pred > 0)
+    np.add.at(n, parts[found], 1)
+    np.add.at(ok, parts[found & (pred == gt)], 1)
+
+
 def headroom(frame_confs: list[list[np.ndarray]]) -> dict:
     """Accuracies (0-1) from per-sequence lists of per-frame found-pixel confusion matrices."""
     total = frame_ok = causal_ok = seq_ok = 0
@@ -99,6 +112,8 @@ def run_model(path: Path, data: Path, args: argparse.Namespace) -> dict:
                          'multi-class task (type)')
     c = len(seg.class_names)
     per_seq = []
+    part_ok = np.zeros(len(PARTS) + 1, dtype=np.int64)     # found pixels named right, by part
+    part_n = np.zeros(len(PARTS) + 1, dtype=np.int64)
     try:
         sequences = layout.list_sequences(data, args.split)
     except KeyError as exc:
@@ -108,9 +123,18 @@ def run_model(path: Path, data: Path, args: argparse.Namespace) -> dict:
         confs = []
         for frame in seq.frames():
             gt = layout.read_mask(seq.mask_path(frame, seg.task))
-            confs.append(found_confusion(seg.step(layout.read_image(frame)), gt, c))
+            pred = seg.step(layout.read_image(frame))
+            confs.append(found_confusion(pred, gt, c))
+            parts_path = seq.mask_path(frame, 'parts')
+            if parts_path.is_file():
+                add_part_counts(pred, gt, layout.read_mask(parts_path), part_ok, part_n)
         per_seq.append(confs)
-    return headroom(per_seq)
+    out = headroom(per_seq)
+    if part_n[1:].sum():
+        out['by_part'] = {name: (float(part_ok[i] / part_n[i]) if part_n[i] else None)
+                          for i, name in enumerate(PARTS, start=1)}
+        out['by_part_pixels'] = {name: int(part_n[i]) for i, name in enumerate(PARTS, start=1)}
+    return out
 
 
 KEYS = ('frame', 'causal_vote', 'sequence_vote')
@@ -118,6 +142,8 @@ KEYS = ('frame', 'causal_vote', 'sequence_vote')
 
 def _row(name: str, r: dict) -> str:
     cells = ['' if r.get(k) is None else f'{100 * r[k]:.1f}' for k in KEYS]
+    by_part = r.get('by_part') or {}
+    cells += ['' if by_part.get(k) is None else f'{100 * by_part[k]:.1f}' for k in PARTS]
     return f"| {name} | {r.get('found_pixels', '')} | " + ' | '.join(cells) + ' |'
 
 
@@ -129,8 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     for v in args.variants:
         if not (args.models / f'{v}.safetensors').is_file():
             raise SystemExit(f'naming_headroom: no checkpoint {args.models / v}.safetensors')
-    print('| model, set | found px | named right, frame by frame | causal vote | sequence vote |')
-    print('|---|---|---|---|---|')
+    print('| model, set | found px | named right, frame by frame | causal vote | sequence vote '
+          '| frame: shaft | wrist | clasper |')
+    print('|---|---|---|---|---|---|---|---|')
     out: dict = {}
     for v in args.variants:
         sets = {}
@@ -140,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         # Mean over sets (each set weighs the same, as in score_ablation's summaries).
         mean = {k: float(np.mean([r[k] for r in sets.values() if r[k] is not None]))
                 for k in KEYS if any(r[k] is not None for r in sets.values())}
+        parts = [r['by_part'] for r in sets.values() if r.get('by_part')]
+        if parts:
+            mean['by_part'] = {k: float(np.mean([p[k] for p in parts if p[k] is not None]))
+                               for k in PARTS if any(p[k] is not None for p in parts)}
         out[v] = {'sets': sets, 'mean': mean}
         if len(args.data) > 1:
             print(_row(f'**{v}, mean of {len(args.data)}**', mean), flush=True)

@@ -327,3 +327,60 @@ def test_naming_headroom_votes_by_ground_truth_type() -> None:
     assert r['sequence_vote'] == pytest.approx(3 / 12)
     assert r['confusion'] == [[4, 5], [0, 3]]            # instrument types only
     assert nh.headroom([[]])['frame'] is None
+
+
+def test_naming_by_part_counts_found_pixels_of_each_part() -> None:
+    nh = _script('naming_headroom')
+    gt = np.array([[1, 1, 1, 2, 0, 2]], dtype=np.uint8)
+    parts = np.array([[1, 1, 3, 3, 0, 2]], dtype=np.uint8)     # shaft, shaft, clasper, ...
+    pred = np.array([[1, 2, 1, 1, 1, 0]], dtype=np.uint8)      # last pixel not found
+    ok, n = np.zeros(4, np.int64), np.zeros(4, np.int64)
+    nh.add_part_counts(pred, gt, parts, ok, n)
+    assert n.tolist() == [0, 2, 0, 2]          # the background and unfound pixels do not count
+    assert ok.tolist() == [0, 1, 0, 1]
+
+
+def _jaw_set(root: Path) -> None:
+    """One sequence, one frame: a forceps (type 1) with 9 clasper pixels around (20, 30) and a
+    scissors (type 3) with 2 (below --min-clasper)."""
+    import cv2
+    seq = root / 'seq_000'
+    for d in ('images', 'masks/type', 'masks/parts'):
+        (seq / d).mkdir(parents=True)
+    img = np.zeros((48, 64, 3), np.uint8)
+    img[19:22, 29:32] = (0, 0, 255)                            # BGR red at the forceps jaws
+    types = np.zeros((48, 64), np.uint8)
+    parts = np.zeros((48, 64), np.uint8)
+    types[10:22, 29:32], parts[10:19, 29:32], parts[19:22, 29:32] = 1, 1, 3
+    types[40:44, 5:8], parts[40:44, 5:8], parts[40, 5:7] = 3, 1, 3
+    cv2.imwrite(str(seq / 'images' / '000000.png'), img)
+    cv2.imwrite(str(seq / 'masks' / 'type' / '000000.png'), types)
+    cv2.imwrite(str(seq / 'masks' / 'parts' / '000000.png'), parts)
+
+
+def test_jaw_probe_cuts_patches_around_each_instruments_jaws(tmp_path) -> None:
+    jp = _script('jaw_probe')
+    _jaw_set(tmp_path)
+    x, y, seqs = jp.patches(tmp_path, 8, min_clasper=6)
+    assert y.tolist() == [1] and seqs == ['seq_000']           # the 2-pixel jaw is left out
+    assert x.shape == (1, 8, 8, 3)
+    assert x[0, 4, 4].tolist() == [255, 0, 0]                  # centred on the jaws, in RGB
+    assert x[0, 0, 0].tolist() == [0, 0, 0]
+    with pytest.raises(SystemExit, match='no data set'):
+        jp.patches(tmp_path / 'missing', 8, 6)
+
+
+def test_jaw_probe_encoder_loads_as_dmnet_encoder_weights(tmp_path) -> None:
+    from dmnet_core.model.encoder import build_encoder
+    jp = _script('jaw_probe')
+    generate_dataset(tmp_path / 'd', sequences=2, frames=3, size=(64, 80), seed=3, val=0,
+                     test=0, style='robotic', same_looks=True)
+    out = tmp_path / 'enc.safetensors'
+    r = jp.main(['--train', str(tmp_path / 'd'), '--test', str(tmp_path / 'd'), '--patch', '32',
+                 '--epochs', '1', '--arch', 'mobilenet_v2', '--min-clasper', '1',
+                 '--save-encoder', str(out)])
+    assert r['n_train'] > 0 and 0.0 <= r['test_accuracy'] <= 1.0
+    enc = build_encoder('mobilenet_v2', 16, out)               # torchvision keys, head ignored
+    from safetensors.torch import load_file
+    saved = load_file(str(out))
+    assert enc.stage4[0][0].weight.equal(saved['features.0.0.weight'])
