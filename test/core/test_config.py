@@ -131,3 +131,14 @@ def test_hires_ablation_differs_only_in_scale():
     hi.data.augmentation.scale = lo.data.augmentation.scale
     hi.data.root, hi.train.out_dir = lo.data.root, lo.train.out_dir     # its own 256x320 set
     assert hi == lo
+
+
+def test_jaw_pretrained_ablation_differs_only_in_its_encoder_start():
+    # Item 17's recipe: the same ablation, the encoder started from the jaw-patch classifier.
+    jaw = load_yaml(CONFIG_DIR / 'ablation_type_jawpre.yaml', ExperimentConfig)
+    base = load_yaml(CONFIG_DIR / 'ablation_type.yaml', ExperimentConfig)
+    assert base.model.encoder.weights is None
+    assert jaw.model.encoder.weights == 'runs/probe/jaw_mnv2.safetensors'
+    assert jaw.model.encoder.name == base.model.encoder.name == 'mobilenet_v2'
+    jaw.model.encoder.weights, jaw.train.out_dir = None, base.train.out_dir
+    assert jaw == base
