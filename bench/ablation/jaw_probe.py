@@ -71,15 +71,17 @@ def sequences(root: Path, split: str | None) -> list[Path]:
 def patches(root: Path, side: int, min_clasper: int,
             split: str | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(N, side, side, 3) uint8 patches, (N,) type ids, per-patch sequence names."""
+    from dmnet_core.data.layout import read_image, read_mask
     xs, ys, seqs = [], [], []
     half = side // 2
     for seq in sequences(root, split):
         for img_path in sorted((seq / 'images').glob('*.png')):
-            img = cv2.imread(str(img_path), cv2.IMREAD_COLOR)[..., ::-1]     # RGB
-            types = cv2.imread(str(seq / 'masks' / 'type' / img_path.name), cv2.IMREAD_UNCHANGED)
-            parts = cv2.imread(str(seq / 'masks' / 'parts' / img_path.name), cv2.IMREAD_UNCHANGED)
-            if img is None or types is None or parts is None:
-                raise SystemExit(f'jaw_probe: unreadable frame or mask for {img_path}')
+            try:        # RGB image, type and parts masks (a missing or bad file is named)
+                img = read_image(img_path)
+                types = read_mask(seq / 'masks' / 'type' / img_path.name)
+                parts = read_mask(seq / 'masks' / 'parts' / img_path.name)
+            except (FileNotFoundError, ValueError) as e:
+                raise SystemExit(f'jaw_probe: {e}') from None
             padded = cv2.copyMakeBorder(img, half, half, half, half, cv2.BORDER_REFLECT)
             for t in np.unique(types):
                 if t == 0:

@@ -384,3 +384,11 @@ def test_jaw_probe_encoder_loads_as_dmnet_encoder_weights(tmp_path) -> None:
     from safetensors.torch import load_file
     saved = load_file(str(out))
     assert enc.stage4[0][0].weight.equal(saved['features.0.0.weight'])
+
+
+def test_jaw_probe_names_a_missing_mask(tmp_path) -> None:
+    jp = _script('jaw_probe')
+    _jaw_set(tmp_path)
+    (tmp_path / 'seq_000' / 'masks' / 'parts' / '000000.png').unlink()
+    with pytest.raises(SystemExit, match='mask not found: .*parts/000000.png'):
+        jp.patches(tmp_path, 8, 6)
