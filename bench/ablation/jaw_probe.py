@@ -57,14 +57,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def sequences(root: Path, split: str | None) -> list[Path]:
+    """The sequence folders of `split` (every one when None)."""
     if not root.is_dir():
         raise SystemExit(f'jaw_probe: no data set at {root}')
-    if split is None:
-        return sorted(p for p in root.iterdir() if (p / 'images').is_dir())
     from dmnet_core.data.layout import list_sequences
     try:
         return [s.path for s in list_sequences(root, split)]
-    except (KeyError, FileNotFoundError) as e:
+    except (KeyError, FileNotFoundError, ValueError) as e:
         raise SystemExit(f'jaw_probe: {e}') from None
 
 
@@ -115,15 +114,12 @@ def build_classifier(n_classes: int, arch: str = 'small'):
                          nn.Linear(128, n_classes))
 
 
-MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)     # DMNet's default (config.py)
-STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-
-
 def to_tensor(x: np.ndarray):
-    """N x S x S x 3 uint8 RGB -> N x 3 x S x S, standardised as DMNet's input."""
-    import torch
-    x = (np.ascontiguousarray(x).astype(np.float32) / 255.0 - MEAN) / STD
-    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+    """N x S x S x 3 uint8 RGB -> N x 3 x S x S, standardised as DMNet's input (default
+    ModelConfig mean / std)."""
+    from dmnet_core.config import ModelConfig
+    from dmnet_core.model import normalize
+    return normalize(x, ModelConfig()).contiguous()
 
 
 def accuracy(model, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:

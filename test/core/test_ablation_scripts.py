@@ -344,6 +344,9 @@ def _jaw_set(root: Path) -> None:
     """One sequence, one frame: a forceps (type 1) with 9 clasper pixels around (20, 30) and a
     scissors (type 3) with 2 (below --min-clasper)."""
     import cv2
+
+    from dmnet_core.data.layout import DatasetMeta, write_meta
+    write_meta(root, DatasetMeta(name='synth', splits={'train': ['seq_000']}))
     seq = root / 'seq_000'
     for d in ('images', 'masks/type', 'masks/parts'):
         (seq / d).mkdir(parents=True)
