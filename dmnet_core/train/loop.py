@@ -203,7 +203,8 @@ def train(exp: ExperimentConfig, resume: bool = False, *,
     from dmnet_core.model import build_model
 
     torch.manual_seed(t.seed)
-    raw = build_model(exp.model).to(device)
+    # ImageNet weights only for a fresh start; a checkpoint or a resume brings its own.
+    raw = build_model(exp.model, pretrained=meta is None and not t.init_checkpoint).to(device)
     net: nn.Module = ClipForward(raw)
     staged = len(plan.names) > 1
     if dist_info.world > 1:

@@ -22,7 +22,7 @@ def test_separable_pool_equals_square_max_pool(channels_last):
         SeparableMaxPool2d(4)
 
 
-@pytest.mark.parametrize('encoder', ['mobilenet_v2', 'resnet18'])
+@pytest.mark.parametrize('encoder', ['mobilenet_v2', 'resnet18', 'efficientnet_lite0'])
 def test_folded_network_matches_and_leaves_the_original_alone(encoder):
     cfg = tiny_config()
     cfg.encoder.name = encoder

@@ -44,7 +44,7 @@ def test_shapes_per_task(task, dataset):
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize('encoder', ['mobilenet_v2', 'resnet18'])
+@pytest.mark.parametrize('encoder', ['mobilenet_v2', 'resnet18', 'efficientnet_lite0'])
 @pytest.mark.parametrize('fusion', ['tandem', 'additive'])
 def test_shapes_per_backbone_and_fusion(encoder, fusion):
     cfg = tiny_config(fusion=fusion)
