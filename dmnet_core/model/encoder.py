@@ -115,7 +115,29 @@ def conv1x1(cin: int, cout: int, bias: bool = False) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 1, bias=bias)
 
 
-class MobileNetV2Encoder(nn.Module):
+class InvertedResidualEncoder(nn.Module):
+    """Shared by MobileNetV2 and EfficientNet-Lite0: subclasses set `stage4` ... `stage32b` (skips
+    at 1/4, 1/8, two at 1/16) and call `_fuse_top`, the authors' fusion of the last two stages
+    (their conv7/conv8, as in LW-RefineNet) into `C` at 1/32."""
+
+    def _fuse_top(self, c32a: int, c32b: int, channels: int) -> None:
+        self.fuse32a = conv1x1(c32a, channels)
+        self.fuse32b = conv1x1(c32b, channels)
+        self.act = nn.ReLU6()
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """B x 3 x H x W -> ([f4, f8, f16a, f16b], f32 B x C x H/32 x W/32)."""
+        f4 = self.stage4(x)
+        f8 = self.stage8(f4)
+        f16a = self.stage16a(f8)
+        f16b = self.stage16b(f16a)
+        f32a = self.stage32a(f16b)
+        f32b = self.stage32b(f32a)
+        f32 = self.act(self.fuse32a(f32a) + self.fuse32b(f32b))
+        return [f4, f8, f16a, f16b], f32
+
+
+class MobileNetV2Encoder(InvertedResidualEncoder):
     """torchvision MobileNetV2 features; stages 14-16 (160 ch) and 17 (320 ch) fused to `C` at 1/32.
 
     Args:
@@ -137,21 +159,7 @@ class MobileNetV2Encoder(nn.Module):
         self.stage16b = f[11:14]    # 96 ch, 1/16
         self.stage32a = f[14:17]    # 160 ch, 1/32
         self.stage32b = f[17]       # 320 ch, 1/32 (features[18], the 1280-ch head, is dropped)
-        # The authors' fusion of the last two stages (their conv7/conv8), as in LW-RefineNet.
-        self.fuse32a = conv1x1(160, channels)
-        self.fuse32b = conv1x1(320, channels)
-        self.act = nn.ReLU6()
-
-    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """B x 3 x H x W -> ([f4, f8, f16a, f16b], f32 B x C x H/32 x W/32)."""
-        f4 = self.stage4(x)
-        f8 = self.stage8(f4)
-        f16a = self.stage16a(f8)
-        f16b = self.stage16b(f16a)
-        f32a = self.stage32a(f16b)
-        f32b = self.stage32b(f32a)
-        f32 = self.act(self.fuse32a(f32a) + self.fuse32b(f32b))
-        return [f4, f8, f16a, f16b], f32
+        self._fuse_top(160, 320, channels)
 
 
 class ResNet18Encoder(nn.Module):
@@ -274,7 +282,7 @@ class _Lite0Trunk(nn.Module):
         self.blocks = nn.ModuleList(blocks)
 
 
-class EfficientNetLite0Encoder(nn.Module):
+class EfficientNetLite0Encoder(InvertedResidualEncoder):
     """EfficientNet-Lite0 (ImageNet top-1 75 % at 4.7 M parameters, no squeeze-excite, so it runs
     as plainly as MobileNetV2); blocks 11-14 (192 ch) and 15 (320 ch) fused to `C` at 1/32.
 
@@ -298,9 +306,7 @@ class EfficientNetLite0Encoder(nn.Module):
         self.stage32a = nn.Sequential(*b[11:15])               # 192 ch, 1/32
         self.stage32b = b[15]                                  # 320 ch, 1/32
         del self.net                      # the stages hold the modules; one name for each
-        self.fuse32a = conv1x1(192, channels)
-        self.fuse32b = conv1x1(320, channels)
-        self.act = nn.ReLU6()
+        self._fuse_top(192, 320, channels)
 
     def _load(self, path: str | Path) -> None:
         state = load_state_dict_file(path)
@@ -313,17 +319,6 @@ class EfficientNetLite0Encoder(nn.Module):
         if result.missing_keys or result.unexpected_keys:
             raise ValueError(f'{path}: not an EfficientNet-Lite0 state dict; missing '
                              f'{result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]}')
-
-    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """B x 3 x H x W -> ([f4, f8, f16a, f16b], f32 B x C x H/32 x W/32)."""
-        f4 = self.stage4(x)
-        f8 = self.stage8(f4)
-        f16a = self.stage16a(f8)
-        f16b = self.stage16b(f16a)
-        f32a = self.stage32a(f16b)
-        f32b = self.stage32b(f32a)
-        f32 = self.act(self.fuse32a(f32a) + self.fuse32b(f32b))
-        return [f4, f8, f16a, f16b], f32
 
 
 def build_encoder(name: str, channels: int, weights: str | Path | None = None) -> nn.Module:
