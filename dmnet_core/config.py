@@ -235,6 +235,10 @@ class TrainConfig:
     # > 0: checkpoints and validation use an exponential moving average of the weights with
     # this decay (dmnet_core.train.ema); the raw weights train on and are kept for --resume.
     ema_decay: float = 0.0
+    # Cross-entropy weight per class of the data set's 'parts' masks (background, shaft, wrist,
+    # clasper), read beside the task's masks: a type model can be made to weigh the jaws, the
+    # only part that tells look-alike types apart. []: every pixel weighs 1.
+    part_weights: list[float] = field(default_factory=list)
 
 
 @dataclass

@@ -167,15 +167,20 @@ class ClipDataset(Dataset):
         aug: what augmentation draws (`AugmentConfig`); None: its defaults.
         seed: with the index, fixes the global-frame draw and augmentation of each sample.
         sequences: sequence names to use instead of the split's list.
+        weight_task: also return each frame's masks of this task, warped alike, as
+            'weight_masks' (the trainer weights the loss per part with them); None: not.
     """
 
     def __init__(self, root: str | Path, split: str | None, task: str, clip_len: int = 5,
                  n_global: int = 4, crop: tuple[int, int] | list[int] = (256, 320),
                  augment: bool = True, seed: int = 0,
                  sequences: list[str] | None = None,
-                 aug: AugmentConfig | None = None) -> None:
+                 aug: AugmentConfig | None = None, weight_task: str | None = None) -> None:
         if task not in TASKS:
             raise ValueError(f'unknown task {task!r}; expected one of {TASKS}')
+        if weight_task is not None and weight_task not in TASKS:
+            raise ValueError(f'unknown weight task {weight_task!r}; expected one of {TASKS}')
+        self.weight_task = weight_task
         if clip_len < 1 or n_global < 0:
             raise ValueError(f'clip_len must be >= 1 and n_global >= 0, got {clip_len}, '
                              f'{n_global}')
@@ -187,9 +192,10 @@ class ClipDataset(Dataset):
         self.augment, self.seed = augment, seed
         self.aug = aug or AugmentConfig()
         self.aug.validate()
-        if task not in self.meta.classes:
-            raise ValueError(f'{self.root}: dataset has no {task!r} task; '
-                             f'has {sorted(self.meta.classes)}')
+        for tk in (task, weight_task):
+            if tk is not None and tk not in self.meta.classes:
+                raise ValueError(f'{self.root}: dataset has no {tk!r} task; '
+                                 f'has {sorted(self.meta.classes)}')
         self.num_classes = len(self.meta.classes[task])
         if sequences is not None:
             seqs = [Sequence(self.root, n, self.meta.fps) for n in sequences]
@@ -212,16 +218,20 @@ class ClipDataset(Dataset):
 
     def _check(self, seq: Sequence) -> list[str]:
         """Frame names of a sequence; a missing folder or mask raises naming it."""
-        img_dir, mask_dir = seq.path / IMAGE_DIR, seq.path / MASK_DIR / self.task
+        img_dir = seq.path / IMAGE_DIR
         if not img_dir.is_dir():
             raise FileNotFoundError(f'sequence folder missing: {img_dir}')
-        if not mask_dir.is_dir():
-            raise FileNotFoundError(f'no {self.task} masks for sequence {seq.name}: {mask_dir}')
         names = _pngs(img_dir)
-        missing = sorted(set(names) - set(_pngs(mask_dir)))
-        if missing:
-            raise FileNotFoundError(f'mask not found: {mask_dir / missing[0]} '
-                                    f'({len(missing)} frame(s) of {seq.name} have no mask)')
+        for tk in (self.task, self.weight_task):
+            if tk is None:
+                continue
+            mask_dir = seq.path / MASK_DIR / tk
+            if not mask_dir.is_dir():
+                raise FileNotFoundError(f'no {tk} masks for sequence {seq.name}: {mask_dir}')
+            missing = sorted(set(names) - set(_pngs(mask_dir)))
+            if missing:
+                raise FileNotFoundError(f'mask not found: {mask_dir / missing[0]} '
+                                        f'({len(missing)} frame(s) of {seq.name} have no mask)')
         return names
 
     def __len__(self) -> int:
@@ -238,6 +248,14 @@ class ClipDataset(Dataset):
         if int(mask.max()) >= self.num_classes:
             raise ValueError(f'mask value {int(mask.max())} >= {self.num_classes} classes of '
                              f'task {self.task}: {mpath}')
+        if self.weight_task is not None:
+            wpath = seq.path / MASK_DIR / self.weight_task / name
+            wmask = read_mask(wpath)
+            if wmask.shape != mask.shape:
+                raise ValueError(f'mask size {wmask.shape[1]}x{wmask.shape[0]} differs from its '
+                                 f'frame {rgb.shape[1]}x{rgb.shape[0]}: {wpath}')
+            # Both masks warp alike as one 2-channel image (nearest neighbour keeps the ids).
+            mask = np.stack([mask, wmask], -1)
         return rgb, mask
 
     def __getitem__(self, idx: int) -> dict:
@@ -267,10 +285,14 @@ class ClipDataset(Dataset):
             masks.append(aug.mask(mask, self.crop))
         # N x H x W x 3 -> N x 3 x H x W
         img_t = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
-        mask_t = torch.from_numpy(np.stack(masks).astype(np.int64))
+        mask_t = torch.from_numpy(np.stack(masks).astype(np.int64))   # N x H x W [x 2]
+        extra = {}
+        if self.weight_task is not None:
+            mask_t, weight_t = mask_t[..., 0].contiguous(), mask_t[..., 1]
+            extra['weight_masks'] = weight_t[:self.clip_len].contiguous()   # T x H x W
         t = self.clip_len
         h, w = self.crop
-        return {
+        return {**extra,
             'clip': img_t[:t],
             'masks': mask_t[:t],
             'global_frames': img_t[t:] if self.n_global else torch.zeros((0, 3, h, w),

@@ -16,7 +16,13 @@ from dmnet_core.train.data import EpochSampler, build_dataset
 from dmnet_core.train.distributed import Dist, resolve_device, seed_everything, setup_distributed
 from dmnet_core.train.logs import TRAIN_LOG_FIELDS, VAL_LOG_FIELDS, CsvLog, read_log
 from dmnet_core.train.loop import ClipForward, train
-from dmnet_core.train.objective import IGNORE_INDEX, lr_factor, param_groups, soft_dice_loss
+from dmnet_core.train.objective import (
+    IGNORE_INDEX,
+    lr_factor,
+    param_groups,
+    soft_dice_loss,
+    weighted_cross_entropy,
+)
 from dmnet_core.train.resume import init_weights, load_resume, restore, save_resume
 from dmnet_core.train.stages import STAGE_NAMES, StagePlan, apply_stage, plan_stages
 
@@ -26,4 +32,5 @@ __all__ = [
     'check_classes', 'check_split', 'init_weights', 'load_resume', 'lr_factor', 'param_groups',
     'plan_stages', 'read_log', 'register', 'resolve_device', 'restore', 'run', 'save_resume',
     'seed_everything', 'setup_distributed', 'soft_dice_loss', 'train', 'validate_config',
+    'weighted_cross_entropy',
 ]

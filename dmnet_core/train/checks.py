@@ -23,6 +23,8 @@ def validate_config(exp: ExperimentConfig) -> None:
          f"train.schedule {t.schedule!r} not in ('cosine', 'poly')"),
         (0 <= t.min_lr_ratio <= 1, f'train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}'),
         (0 <= t.ema_decay < 1, f'train.ema_decay must be in [0, 1), got {t.ema_decay}'),
+        (all(w >= 0 for w in t.part_weights) and (not t.part_weights or sum(t.part_weights) > 0),
+         f'train.part_weights must be >= 0 and not all 0, got {t.part_weights}'),
         (t.dice_weight >= 0, f'train.dice_weight must be >= 0, got {t.dice_weight}'),
         (t.amp_dtype in ('bf16', 'fp16'), f'train.amp_dtype {t.amp_dtype!r} not in bf16/fp16'),
         (t.log in ('csv', 'tensorboard'), f"train.log {t.log!r} not in ('csv', 'tensorboard')"),
@@ -59,6 +61,14 @@ def check_split(root: str | Path, split: str, task: str) -> list[layout.Sequence
 def check_classes(root: str | Path, exp: ExperimentConfig) -> None:
     """The dataset's class list for the model's task must have the model's class count."""
     meta = layout.read_meta(root)
+    if exp.train.part_weights:
+        parts = meta.classes.get('parts')
+        if parts is None:
+            raise ValueError(f'{Path(root) / layout.META_FILE}: train.part_weights needs the '
+                             f"data set's 'parts' masks; it has {sorted(meta.classes)}")
+        if len(parts) != len(exp.train.part_weights):
+            raise ValueError(f'train.part_weights has {len(exp.train.part_weights)} values, '
+                             f'the data set has {len(parts)} parts classes {parts}')
     names = meta.classes.get(exp.model.task)
     if names is not None and len(names) != exp.model.num_classes:
         raise ValueError(f'{Path(root) / layout.META_FILE}: task {exp.model.task!r} has '

@@ -50,4 +50,5 @@ def build_dataset(exp: ExperimentConfig, dist_info: Dist) -> Any:
                        # the same clips and augmentations for every ablation variant.
                        n_global=d.n_global,
                        crop=tuple(d.crop), augment=d.augment, seed=exp.train.seed,
-                       aug=d.augmentation)
+                       aug=d.augmentation,
+                       weight_task='parts' if exp.train.part_weights else None)

@@ -51,7 +51,12 @@ from dmnet_core.train.data import EpochSampler, build_dataset
 from dmnet_core.train.distributed import seed_everything, setup_distributed
 from dmnet_core.train.ema import WeightAverage
 from dmnet_core.train.logs import TRAIN_LOG_FIELDS, VAL_LOG_FIELDS, CsvLog, open_tensorboard
-from dmnet_core.train.objective import IGNORE_INDEX, param_groups, soft_dice_loss
+from dmnet_core.train.objective import (
+    IGNORE_INDEX,
+    param_groups,
+    soft_dice_loss,
+    weighted_cross_entropy,
+)
 from dmnet_core.train.resume import (
     RESUME_JSON,
     check_resume_config,
@@ -142,7 +147,13 @@ def _train_step(batch: dict, exp: ExperimentConfig, raw: nn.Module, net: nn.Modu
         logits = net(clip, glob)                               # B x T x K x H x W
     flat = logits.flatten(0, 1).float()                        # BT x K x H x W
     target = masks.flatten(0, 1)
-    ce = F.cross_entropy(flat, target, ignore_index=IGNORE_INDEX)
+    if t.part_weights:
+        # Per-pixel weight by part (B x T x H x W part ids); a weighted mean over valid pixels.
+        parts = batch['weight_masks'].to(device, non_blocking=True).long().flatten(0, 1)
+        ce = weighted_cross_entropy(flat, target,
+                                    torch.tensor(t.part_weights, device=device)[parts])
+    else:
+        ce = F.cross_entropy(flat, target, ignore_index=IGNORE_INDEX)
     dl = soft_dice_loss(flat, target) if t.dice_weight > 0 else ce.new_zeros(())
     loss = ce + t.dice_weight * dl
     if not torch.isfinite(loss):

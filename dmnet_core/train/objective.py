@@ -29,6 +29,20 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1.0 - fg.mean() if fg.numel() else logits.sum() * 0.0
 
 
+def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
+                           weight: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged with a weight per pixel (IGNORE_INDEX pixels left out).
+
+    Args:
+        logits: N x K x H x W.
+        target: N x H x W class ids.
+        weight: N x H x W, >= 0 (e.g. a weight per instrument part).
+    """
+    weight = weight * (target != IGNORE_INDEX)
+    ce = F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction='none')
+    return (ce * weight).sum() / weight.sum().clamp_min(1e-6)
+
+
 def lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: float) -> float:
     """Multiplier of the base lr at `step`: linear warm-up, then cosine or poly decay."""
     if warmup > 0 and step < warmup:

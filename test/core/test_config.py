@@ -161,3 +161,13 @@ def test_pretrained_lite0_recipes_differ_only_in_their_encoder(name, base_name):
                                                            base.model.std)
     lite.train.out_dir = base.train.out_dir
     assert lite == base
+
+
+def test_jaw_weighted_ablation_differs_only_in_its_part_weights():
+    # README item 20: the Lite0 ablation with the clasper weighed in the loss, nothing else.
+    jaws = load_yaml(CONFIG_DIR / 'ablation_type_lite0_jaws.yaml', ExperimentConfig)
+    lite = load_yaml(CONFIG_DIR / 'ablation_type_lite0.yaml', ExperimentConfig)
+    assert lite.train.part_weights == []
+    assert jaws.train.part_weights == [1.0, 1.0, 1.0, 7.0]
+    jaws.train.part_weights, jaws.train.out_dir = [], lite.train.out_dir
+    assert jaws == lite

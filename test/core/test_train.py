@@ -26,6 +26,7 @@ from dmnet_core.train import (
     read_log,
     soft_dice_loss,
     train,
+    weighted_cross_entropy,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -232,6 +233,38 @@ def test_soft_dice_loss() -> None:
     ignored = target.clone()
     ignored[:, 2:6, 2:6] = 255          # all foreground ignored: no class present, zero loss
     assert soft_dice_loss(perfect, ignored).item() == 0.0
+
+
+def test_weighted_cross_entropy() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 5, 6, generator=g, requires_grad=True)
+    target = torch.randint(0, 3, (2, 5, 6), generator=g)
+    target[0, 0, :] = 255                                    # ignored pixels
+    plain = torch.nn.functional.cross_entropy(logits, target, ignore_index=255)
+    # Equal weights: the plain mean over valid pixels.
+    assert weighted_cross_entropy(logits, target, torch.full((2, 5, 6), 3.0)).item() == \
+        pytest.approx(plain.item(), rel=1e-6)
+    # Weight 0 on a pixel: it gets no gradient; the others do.
+    weight = torch.ones(2, 5, 6)
+    weight[1, 2:, :] = 0
+    weighted_cross_entropy(logits, target, weight).backward()
+    grad = logits.grad.abs().sum(1)
+    assert grad[1, 2:].max().item() == 0 and grad[1, :2].min().item() > 0
+    assert grad[0, 0].max().item() == 0                      # ignored stays ignored
+
+
+def test_part_weights_train_and_are_checked(data, straight, tmp_path) -> None:
+    # Equal weights per part: the same loss curve as the plain run (same batches, same mean).
+    same = train(_exp(data, tmp_path / 'eq', part_weights=[2.0, 2.0, 2.0, 2.0]))
+    assert same['losses'] == pytest.approx(straight['losses'], rel=1e-4)
+    # Unequal weights change it, and the run still learns.
+    jaws = train(_exp(data, tmp_path / 'jaws', part_weights=[1.0, 1.0, 1.0, 7.0]))
+    assert jaws['losses'] != pytest.approx(straight['losses'], rel=1e-3)
+    assert all(np.isfinite(jaws['losses']))
+    with pytest.raises(ValueError, match='part_weights has 3 values, the data set has 4 parts'):
+        train(_exp(data, tmp_path / 'short', part_weights=[1.0, 1.0, 7.0]))
+    with pytest.raises(ValueError, match='train.part_weights must be >= 0'):
+        train(_exp(data, tmp_path / 'neg', part_weights=[1.0, -1.0, 1.0, 7.0]))
 
 
 def test_ddp_two_cpu_processes(data, tmp_path) -> None:

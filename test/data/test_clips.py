@@ -198,3 +198,30 @@ def test_sequence_frames_in_order(tmp_path):
     (root / 's1' / 'masks' / 'binary' / '000002.png').unlink()
     with pytest.raises(FileNotFoundError, match=r's1/masks/binary/000002\.png'):
         list(SequenceFrames(root / 's1', 'binary'))
+
+
+def test_weight_masks_warp_with_the_task_masks(tmp_path):
+    # The parts masks come back warped exactly as the type masks: on generated frames an
+    # instrument pixel of one is an instrument pixel of the other, after zoom, flip and shift.
+    generate_dataset(tmp_path, 2, 6, seed=3, size=(64, 96))
+    ds = ClipDataset(tmp_path, 'train', 'type', clip_len=3, n_global=2, crop=(64, 96),
+                     augment=True, seed=2, weight_task='parts')
+    plain = ClipDataset(tmp_path, 'train', 'type', clip_len=3, n_global=2, crop=(64, 96),
+                        augment=True, seed=2)
+    for idx in range(len(ds)):
+        s = ds[idx]
+        assert s['weight_masks'].shape == s['masks'].shape == (3, 64, 96)
+        assert s['weight_masks'].dtype == torch.int64
+        assert torch.equal(s['weight_masks'] > 0, s['masks'] > 0)
+        assert int(s['weight_masks'].max()) <= 3                  # parts ids, not type ids
+        # Asking for them changes nothing else in the sample.
+        ref = plain[idx]
+        assert 'weight_masks' not in ref
+        for key in ('clip', 'masks', 'global_frames', 'global_masks'):
+            assert torch.equal(s[key], ref[key]), key
+    gone = tmp_path / 'seq_000' / 'masks' / 'parts'
+    for f in gone.iterdir():
+        f.unlink()
+    gone.rmdir()
+    with pytest.raises(FileNotFoundError, match='no parts masks for sequence seq_000'):
+        ClipDataset(tmp_path, 'train', 'type', weight_task='parts')
