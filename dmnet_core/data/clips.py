@@ -254,6 +254,10 @@ class ClipDataset(Dataset):
             if wmask.shape != mask.shape:
                 raise ValueError(f'mask size {wmask.shape[1]}x{wmask.shape[0]} differs from its '
                                  f'frame {rgb.shape[1]}x{rgb.shape[0]}: {wpath}')
+            n_weight = len(self.meta.classes[self.weight_task])
+            if int(wmask.max()) >= n_weight:
+                raise ValueError(f'mask value {int(wmask.max())} >= {n_weight} classes of '
+                                 f'task {self.weight_task}: {wpath}')
             # Both masks warp alike as one 2-channel image (nearest neighbour keeps the ids).
             mask = np.stack([mask, wmask], -1)
         return rgb, mask

@@ -164,7 +164,7 @@ def test_pretrained_lite0_recipes_differ_only_in_their_encoder(name, base_name):
 
 
 def test_jaw_weighted_ablation_differs_only_in_its_part_weights():
-    # README item 20: the Lite0 ablation with the clasper weighed in the loss, nothing else.
+    # README ablation item 19: the Lite0 recipe with the clasper weighed in the loss, nothing else.
     jaws = load_yaml(CONFIG_DIR / 'ablation_type_lite0_jaws.yaml', ExperimentConfig)
     lite = load_yaml(CONFIG_DIR / 'ablation_type_lite0.yaml', ExperimentConfig)
     assert lite.train.part_weights == []

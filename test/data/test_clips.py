@@ -1,6 +1,7 @@
 """ClipDataset and SequenceFrames on small fabricated datasets in the dmnet layout."""
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -219,6 +220,12 @@ def test_weight_masks_warp_with_the_task_masks(tmp_path):
         assert 'weight_masks' not in ref
         for key in ('clip', 'masks', 'global_frames', 'global_masks'):
             assert torch.equal(s[key], ref[key]), key
+    # A parts mask with an id past the data set's parts classes is named, not indexed past.
+    bad = sorted((tmp_path / 'seq_000' / 'masks' / 'parts').iterdir())[1]
+    cv2.imwrite(str(bad), np.full((64, 96), 7, np.uint8))
+    with pytest.raises(ValueError, match=f'mask value 7 >= 4 classes of task parts: {bad}'):
+        for idx in range(len(ds)):
+            ds[idx]
     gone = tmp_path / 'seq_000' / 'masks' / 'parts'
     for f in gone.iterdir():
         f.unlink()
