@@ -237,30 +237,26 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def _load(self, k: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+    def _mask(self, seq: Sequence, task: str, name: str, hw: tuple[int, int]) -> np.ndarray:
+        """One frame's mask of `task`, checked against the frame size and the task's classes."""
+        path = seq.path / MASK_DIR / task / name
+        mask = read_mask(path)
+        if mask.shape != hw:
+            raise ValueError(f'mask size {mask.shape[1]}x{mask.shape[0]} differs from its frame '
+                             f'{hw[1]}x{hw[0]}: {path}')
+        n = len(self.meta.classes[task])
+        if int(mask.max()) >= n:
+            raise ValueError(f'mask value {int(mask.max())} >= {n} classes of task {task}: {path}')
+        return mask
+
+    def _load(self, k: int, j: int, weighted: bool
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Frame, task mask, and (when `weighted`) its `weight_task` mask, else None."""
         seq, name = self.sequences[k], self.frames[k][j]
         rgb = read_image(seq.path / IMAGE_DIR / name)
-        mpath = seq.path / MASK_DIR / self.task / name
-        mask = read_mask(mpath)
-        if mask.shape != rgb.shape[:2]:
-            raise ValueError(f'mask size {mask.shape[1]}x{mask.shape[0]} differs from its frame '
-                             f'{rgb.shape[1]}x{rgb.shape[0]}: {mpath}')
-        if int(mask.max()) >= self.num_classes:
-            raise ValueError(f'mask value {int(mask.max())} >= {self.num_classes} classes of '
-                             f'task {self.task}: {mpath}')
-        if self.weight_task is not None:
-            wpath = seq.path / MASK_DIR / self.weight_task / name
-            wmask = read_mask(wpath)
-            if wmask.shape != mask.shape:
-                raise ValueError(f'mask size {wmask.shape[1]}x{wmask.shape[0]} differs from its '
-                                 f'frame {rgb.shape[1]}x{rgb.shape[0]}: {wpath}')
-            n_weight = len(self.meta.classes[self.weight_task])
-            if int(wmask.max()) >= n_weight:
-                raise ValueError(f'mask value {int(wmask.max())} >= {n_weight} classes of '
-                                 f'task {self.weight_task}: {wpath}')
-            # Both masks warp alike as one 2-channel image (nearest neighbour keeps the ids).
-            mask = np.stack([mask, wmask], -1)
-        return rgb, mask
+        hw = rgb.shape[:2]
+        weight = self._mask(seq, self.weight_task, name, hw) if weighted else None
+        return rgb, self._mask(seq, self.task, name, hw), weight
 
     def __getitem__(self, idx: int) -> dict:
         if not 0 <= idx < len(self.index):
@@ -275,25 +271,30 @@ class ClipDataset(Dataset):
         replace = len(pool) < self.n_global
         glob_ids = sorted(int(j) for j in rng.choice(pool, self.n_global, replace=replace)) \
             if self.n_global else []
-        loaded = [self._load(k, j) for j in clip_ids + glob_ids]
+        # Weight masks only for the supervised clip frames, not the global ones.
+        weighted = self.weight_task is not None
+        loaded = [self._load(k, j, weighted and pos < self.clip_len)
+                  for pos, j in enumerate(clip_ids + glob_ids)]
         src_hw = loaded[0][0].shape[:2]
         aug = Augment.draw(rng, src_hw, cfg=self.aug) if self.augment \
             else Augment.identity(src_hw)
-        imgs, masks = [], []
-        for pos, (rgb, mask) in enumerate(loaded):
+        imgs, masks, weights = [], [], []
+        for pos, (rgb, mask, weight) in enumerate(loaded):
             if rgb.shape[:2] != src_hw:
                 # Frames of one sequence share a size; resize stragglers so one warp fits all.
                 rgb = cv2.resize(rgb, src_hw[::-1], interpolation=cv2.INTER_LINEAR)
                 mask = cv2.resize(mask, src_hw[::-1], interpolation=cv2.INTER_NEAREST)
+                if weight is not None:
+                    weight = cv2.resize(weight, src_hw[::-1], interpolation=cv2.INTER_NEAREST)
             imgs.append(aug.image(rgb, self.crop, frame=pos))
             masks.append(aug.mask(mask, self.crop))
+            if weight is not None:
+                weights.append(aug.mask(weight, self.crop))       # the same warp as the mask
         # N x H x W x 3 -> N x 3 x H x W
         img_t = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
-        mask_t = torch.from_numpy(np.stack(masks).astype(np.int64))   # N x H x W [x 2]
-        extra = {}
-        if self.weight_task is not None:
-            mask_t, weight_t = mask_t[..., 0].contiguous(), mask_t[..., 1]
-            extra['weight_masks'] = weight_t[:self.clip_len].contiguous()   # T x H x W
+        mask_t = torch.from_numpy(np.stack(masks).astype(np.int64))
+        extra = {'weight_masks': torch.from_numpy(np.stack(weights).astype(np.int64))} \
+            if weighted else {}                                   # T x H x W
         t = self.clip_len
         h, w = self.crop
         return {**extra,
