@@ -95,6 +95,10 @@ class GlobalMemoryConfig:
     # Memory values also encode the memory frame's own prediction (class shares at 1/32), as
     # STM/XMem store masks; the paper stores features only (False, every shipped model).
     mask_value: bool = False
+    # Fourier frequencies per axis of a learnt position term added to the keys (0: the paper's
+    # position-free keys, every shipped model): lets a read tell look-alike instruments apart
+    # by where they are.
+    key_position: int = 0
 
 
 @dataclass
@@ -137,6 +141,8 @@ class ModelConfig:
                              'not in spread/latest/random')
         if g.capacity < 1 or g.n_read < 1:
             raise ValueError('global_memory.capacity and n_read must be >= 1')
+        if not 0 <= g.key_position <= 8:
+            raise ValueError(f'global_memory.key_position {g.key_position} not in 0..8')
         if self.local_memory.window < 1:
             raise ValueError('local_memory.window must be >= 1')
 

@@ -45,6 +45,9 @@ VARIANTS = {                          # name -> `dmnet train` flags
     # Issue 15, item 5: global memory values that also encode each memory frame's prediction.
     'global_only_mv': ['--no-local', '--mask-value'],
     'dmnet_mv': ['--mask-value'],
+    # ... and keys that know where each cell is (3 frequencies per axis), so that the read can
+    # tell look-alike instruments apart by place.
+    'dmnet_mvpos': ['--mask-value', '--key-position', '3'],
 }
 FOUR = ('single_frame', 'local_only', 'global_only', 'dmnet')   # the paper's ablation
 

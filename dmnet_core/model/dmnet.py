@@ -44,6 +44,8 @@ class DMNet(nn.Module):
         value_channels: Cv of the global values.
         fusion: 'tandem' (ELM output queries the bank) or 'additive' (ELM + read of the raw frame).
         global_mask_value: memory values also encode the memory frame's prediction.
+        global_key_position: Fourier frequencies per axis of a learnt position term in the global
+            keys (0: the paper's position-free keys).
         encoder_weights: optional ImageNet weights for the encoder (a local file, or 'imagenet').
     """
 
@@ -51,6 +53,7 @@ class DMNet(nn.Module):
                  local_enabled: bool = True, local_hidden: int = 256, local_window: int = 5,
                  global_enabled: bool = True, key_channels: int = 64, value_channels: int = 128,
                  fusion: str = 'tandem', global_mask_value: bool = False,
+                 global_key_position: int = 0,
                  encoder_weights: str | Path | None = None) -> None:
         super().__init__()
         if fusion not in FUSIONS:
@@ -62,7 +65,8 @@ class DMNet(nn.Module):
         self.local_memory = (EfficientLocalMemory(channels, local_hidden, local_window)
                              if local_enabled else None)
         self.global_memory = (GlobalMemoryReader(channels, key_channels, value_channels,
-                                                 num_classes if global_mask_value else 0)
+                                                 num_classes if global_mask_value else 0,
+                                                 global_key_position)
                               if global_enabled else None)
         self.use_local = local_enabled
         self.use_global = global_enabled
@@ -164,6 +168,7 @@ def build_model(cfg: ModelConfig, pretrained: bool = True) -> DMNet:
         value_channels=cfg.global_memory.value_channels,
         fusion=cfg.fusion,
         global_mask_value=cfg.global_memory.mask_value,
+        global_key_position=cfg.global_memory.key_position,
         encoder_weights=cfg.encoder.weights if pretrained else None,
     )
 

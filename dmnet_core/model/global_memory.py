@@ -53,12 +53,19 @@ class GlobalMemoryReader(nn.Module):
         value_channels: Cv (authors: C/2, so that [read, query value] has C channels).
         mask_classes: K > 0 adds a memory frame's predicted class shares to its value (a
             zero-initialised 3x3 conv, so a fresh reader starts as the paper's); 0 = features only.
+        key_position: F > 0 adds a learnt projection of fixed Fourier features of each cell's
+            place in the frame (F frequencies per axis) to every key, query and memory alike, so
+            that a read can prefer memory cells near the query (look-alike instruments are told
+            apart by where they are); 0 = the paper's position-free keys.
     """
 
     def __init__(self, channels: int, key_channels: int, value_channels: int,
-                 mask_classes: int = 0) -> None:
+                 mask_classes: int = 0, key_position: int = 0) -> None:
         super().__init__()
         self.key = nn.Conv2d(channels, key_channels, 3, padding=1)
+        self.key_position = key_position
+        self.key_pos = (nn.Conv2d(4 * key_position, key_channels, 1, bias=False)
+                        if key_position else None)
         self.value = nn.Conv2d(channels, value_channels, 3, padding=1)
         self.mask = None
         if mask_classes:
@@ -78,6 +85,9 @@ class GlobalMemoryReader(nn.Module):
         prediction is what is being computed).
         """
         key, value = self.key(f), self.value(f)
+        if self.key_pos is not None:
+            pe = position_features(f.shape[-2:], self.key_position, f.device, key.dtype)
+            key = key + self.key_pos(pe)                  # 1 x Ck x h x w, broadcast over B
         if self.mask is not None and logits is not None:
             value = value + self.mask(class_shares(logits, f.shape[-2:]).to(value.dtype))
         return key, value
@@ -94,6 +104,24 @@ class GlobalMemoryReader(nn.Module):
             mem_k, mem_v = q_k.unsqueeze(1), q_v.unsqueeze(1)
         read = attention_read(q_k, mem_k, mem_v)
         return self.proj(torch.cat([read, q_v], dim=1))
+
+
+def position_features(size: tuple[int, int], freqs: int, device: torch.device | None = None,
+                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Fixed Fourier features of cell centres: 1 x 4F x h x w.
+
+    For each axis, u = (i + 0.5) / n in (0, 1) and channels sin(pi 2^k u), cos(pi 2^k u),
+    k < F: the dot product of two cells' features is sum_k cos(pi 2^k du), largest at du = 0.
+    """
+    h, w = size
+    out = []
+    for n, along in ((h, 0), (w, 1)):
+        u = (torch.arange(n, device=device, dtype=torch.float32) + 0.5) / n
+        u = u[:, None].expand(n, w) if along == 0 else u[None, :].expand(h, n)
+        for k in range(freqs):
+            a = math.pi * 2 ** k * u
+            out += [torch.sin(a), torch.cos(a)]
+    return torch.stack(out)[None].to(dtype)
 
 
 def class_shares(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

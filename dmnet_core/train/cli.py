@@ -46,6 +46,8 @@ def apply_overrides(exp: ExperimentConfig, args: argparse.Namespace) -> Experime
         exp.model.global_memory.enabled = False
     if getattr(args, 'mask_value', False):
         exp.model.global_memory.mask_value = True
+    if getattr(args, 'key_position', None) is not None:
+        exp.model.global_memory.key_position = args.key_position
     if args.no_amp:
         exp.train.amp = False
     if getattr(args, 'stages', None) is not None:
@@ -86,6 +88,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument('--mask-value', action='store_true',
                    help="global memory values also encode each memory frame's prediction "
                         '(model.global_memory.mask_value)')
+    p.add_argument('--key-position', type=int, default=None, metavar='F',
+                   help='Fourier frequencies per axis of a learnt position term in the global '
+                        'keys (model.global_memory.key_position; 0: none)')
     p.add_argument('--no-amp', action='store_true', help='no autocast on CUDA')
     p.add_argument('--init', default=None, metavar='CHECKPOINT',
                    help='fine-tune: start from these weights, with their model config '

@@ -61,11 +61,12 @@ def test_shapes_per_backbone_and_fusion(encoder, fusion):
     assert len(state.keys) == 1
 
 
-@pytest.mark.parametrize('fusion,mask_value', [('tandem', False), ('additive', False),
-                                                ('tandem', True)])
-def test_gradient_reaches_every_parameter(fusion, mask_value):
+@pytest.mark.parametrize('fusion,memory', [('tandem', {}), ('additive', {}),
+                                           ('tandem', {'mask_value': True}),
+                                           ('tandem', {'mask_value': True, 'key_position': 2})])
+def test_gradient_reaches_every_parameter(fusion, memory):
     torch.manual_seed(0)
-    cfg = tiny_models.tiny_config(H, W, {'mask_value': mask_value}, fusion=fusion)
+    cfg = tiny_models.tiny_config(H, W, memory, fusion=fusion)
     model = build_model(cfg).train()
     labels = torch.randint(0, 2, (2, 3, H, W))
     logits = forward_clip(model, clip(b=2, t=3), clip(b=2, t=2, seed=1))
@@ -248,3 +249,29 @@ def test_forward_clip_stores_each_global_frames_own_prediction():
         other, _ = model.step(skips, f32, None, mem_k, plain_v)
     other = F.interpolate(other, size=(H, W), mode='bilinear', align_corners=False)
     assert not torch.allclose(other, ref[:, 0], atol=1e-4)
+
+
+def test_position_keys_let_a_read_find_the_same_place():
+    """With features alike everywhere, only the position term can tell cells apart."""
+    from dmnet_core.model.global_memory import GlobalMemoryReader, attention_read, \
+        position_features
+    torch.manual_seed(0)
+    f = torch.ones(1, 8, 4, 5)                       # look-alike features in every cell
+    plain = GlobalMemoryReader(8, 16, 4)
+    placed = GlobalMemoryReader(8, 16, 4, key_position=3)
+    with torch.no_grad():
+        placed.key.weight.zero_()                    # keys from features carry nothing
+        placed.key.bias.zero_()
+        placed.key_pos.weight.zero_()
+        placed.key_pos.weight[:12, :, 0, 0] = 4 * torch.eye(12)
+        pe = position_features((4, 5), 3)
+        assert pe.shape == (1, 12, 4, 5)
+        k = placed.key_value(f)[0]
+        onehot = torch.eye(20).reshape(1, 1, 20, 4, 5)     # value = which cell it came from
+        read = attention_read(k, k.unsqueeze(1), onehot).flatten(2)[0]   # 20 cells x 20 queries
+        assert torch.equal(read.argmax(0), torch.arange(20))
+        # Without the position term, interior cells of a uniform frame get identical keys.
+        k0 = plain.key_value(f)[0]
+        assert torch.allclose(k0[..., 1, 1], k0[..., 2, 3])
+    with pytest.raises(ValueError, match='key_position'):
+        build_model(tiny_models.tiny_config(H, W, {'key_position': -1}))

@@ -145,9 +145,10 @@ def test_frame_by_frame_equals_the_whole_clip():
     assert np.allclose(probs, ref, atol=1e-4)
 
 
-def test_frame_by_frame_equals_clip_with_global_frames():
+@pytest.mark.parametrize('memory', [{}, {'key_position': 2}])
+def test_frame_by_frame_equals_clip_with_global_frames(memory):
     """forward_clip's batched global read equals the stage methods applied one frame at a time."""
-    cfg = tiny_config()
+    cfg = tiny_config(**memory)
     seg = tiny_segmenter(cfg)
     model = seg.model
     clip = normalize(np.stack(frames(3, seed=4)), cfg).unsqueeze(0)
@@ -337,3 +338,21 @@ def test_mask_value_bank_holds_each_frames_prediction(tmp_path):
     assert not torch.allclose(entry.value, features_only, atol=1e-3)
     # Shipped checkpoints predate the switch: features only, as in the paper.
     assert not load_segmenter(device='cpu').model.global_mask_value
+
+
+def test_position_keys_survive_the_checkpoint_and_reach_the_bank(tmp_path):
+    """A model with position keys reloads as one, and its stored keys carry the position term."""
+    cfg = tiny_config(key_position=2, **ADMIT_ALL)
+    model = tiny_model(cfg)
+    path = save_checkpoint(tmp_path / 'pos.safetensors', model, cfg)
+    seg = load_segmenter(path, device='cpu')
+    assert seg.config.global_memory.key_position == 2
+    img = frames(1, seed=8)[0]
+    seg.step(img)
+    key = seg.bank.entries[0].key
+    with torch.no_grad():
+        f32 = seg.model.encode(normalize(img[None], cfg))[1]
+        reader = seg.model.global_memory
+        assert torch.allclose(key, reader.key_value(f32)[0], atol=1e-4)
+        assert not torch.allclose(key, reader.key(f32), atol=1e-3)    # position term added
+    assert load_segmenter(device='cpu').config.global_memory.key_position == 0

@@ -134,6 +134,17 @@ def test_single_frame_baseline_cli(data, tmp_path, capsys) -> None:
     assert 'val mean_dice' in capsys.readouterr().out
 
 
+def test_memory_extension_flags_reach_the_checkpoint(data, tmp_path) -> None:
+    """--mask-value and --key-position build (and save) the extended global reader."""
+    out = tmp_path / 'mvpos'
+    rc = main(['train', '--config', str(_yaml(tmp_path, data)), '--out', str(out),
+               '--mask-value', '--key-position', '2', '--epochs', '1', '--iters', '1'])
+    assert rc == 0
+    cfg, state, _ = load_checkpoint(out / 'best.safetensors')
+    assert cfg.global_memory.mask_value and cfg.global_memory.key_position == 2
+    assert state['global_memory.key_pos.weight'].shape[1] == 8      # 4 x 2 Fourier channels
+
+
 def test_fine_tune_from_checkpoint(data, straight, tmp_path) -> None:
     """--init starts from the given weights with their config; memories off are dropped."""
     start = Path(straight['out_dir']) / 'last.safetensors'
