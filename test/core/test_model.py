@@ -8,6 +8,7 @@ import torchvision
 
 from dmnet_core.config import ModelConfig, default_class_names
 from dmnet_core.model import DMNet, build_model, init_batchnorm_stats, normalize
+from dmnet_core.model.global_memory import GlobalMemoryReader, attention_read, position_features
 from dmnet_core.train_wrapper import forward_clip
 
 H, W = 64, 96
@@ -253,8 +254,6 @@ def test_forward_clip_stores_each_global_frames_own_prediction():
 
 def test_position_keys_let_a_read_find_the_same_place():
     """With features alike everywhere, only the position term can tell cells apart."""
-    from dmnet_core.model.global_memory import GlobalMemoryReader, attention_read, \
-        position_features
     torch.manual_seed(0)
     f = torch.ones(1, 8, 4, 5)                       # look-alike features in every cell
     plain = GlobalMemoryReader(8, 16, 4)
