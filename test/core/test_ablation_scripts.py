@@ -395,3 +395,9 @@ def test_jaw_probe_names_a_missing_mask(tmp_path) -> None:
     (tmp_path / 'seq_000' / 'masks' / 'parts' / '000000.png').unlink()
     with pytest.raises(SystemExit, match='mask not found: .*parts/000000.png'):
         jp.patches(tmp_path, 8, 6)
+
+
+def test_summarize_draws_knows_every_trained_variant() -> None:
+    """Every variant train_ablation.py can train has a bar to be summarised against."""
+    summarize, train = _script('summarize_draws'), _script('train_ablation')
+    assert set(summarize.BARS) | set(summarize.EXTRA_BARS) == set(train.VARIANTS) - {'single_frame'}
