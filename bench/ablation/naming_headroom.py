@@ -35,7 +35,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-VARIANTS = ('single_frame', 'local_only', 'global_only', 'dmnet')
+from bench.ablation.train_ablation import FOUR, VARIANTS  # noqa: E402
+
 PARTS = ('shaft', 'wrist', 'clasper')       # masks/parts values 1, 2, 3
 
 
@@ -45,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument('--data', type=Path, nargs='+', required=True,
                     help='held-out datasets (type masks); several give their mean too')
     ap.add_argument('--split', default='test')
-    ap.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument('--variants', nargs='+', default=list(FOUR), choices=list(VARIANTS))
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--json', type=Path, default=None)
     return ap.parse_args(argv)
