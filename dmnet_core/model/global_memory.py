@@ -63,7 +63,6 @@ class GlobalMemoryReader(nn.Module):
                  mask_classes: int = 0, key_position: int = 0) -> None:
         super().__init__()
         self.key = nn.Conv2d(channels, key_channels, 3, padding=1)
-        self.key_position = key_position
         self.key_pos = (nn.Conv2d(4 * key_position, key_channels, 1, bias=False)
                         if key_position else None)
         self.value = nn.Conv2d(channels, value_channels, 3, padding=1)
@@ -86,7 +85,8 @@ class GlobalMemoryReader(nn.Module):
         """
         key, value = self.key(f), self.value(f)
         if self.key_pos is not None:
-            pe = position_features(f.shape[-2:], self.key_position, f.device, key.dtype)
+            freqs = self.key_pos.in_channels // 4
+            pe = position_features(f.shape[-2:], freqs, f.device, key.dtype)
             key = key + self.key_pos(pe)                  # 1 x Ck x h x w, broadcast over B
         if self.mask is not None and logits is not None:
             value = value + self.mask(class_shares(logits, f.shape[-2:]).to(value.dtype))
@@ -113,14 +113,11 @@ def position_features(size: tuple[int, int], freqs: int, device: torch.device | 
     For each axis, u = (i + 0.5) / n in (0, 1) and channels sin(pi 2^k u), cos(pi 2^k u),
     k < F: the dot product of two cells' features is sum_k cos(pi 2^k du), largest at du = 0.
     """
-    h, w = size
+    centres = [(torch.arange(n, device=device, dtype=torch.float32) + 0.5) / n for n in size]
     out = []
-    for n, along in ((h, 0), (w, 1)):
-        u = (torch.arange(n, device=device, dtype=torch.float32) + 0.5) / n
-        u = u[:, None].expand(n, w) if along == 0 else u[None, :].expand(h, n)
+    for u in torch.meshgrid(*centres, indexing='ij'):         # each h x w
         for k in range(freqs):
-            a = math.pi * 2 ** k * u
-            out += [torch.sin(a), torch.cos(a)]
+            out += [torch.sin(math.pi * 2 ** k * u), torch.cos(math.pi * 2 ** k * u)]
     return torch.stack(out)[None].to(dtype)
 
 
