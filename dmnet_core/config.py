@@ -245,6 +245,12 @@ class TrainConfig:
     # clasper), read beside the task's masks: a type model can be made to weigh the jaws, the
     # only part that tells look-alike types apart. []: every pixel weighs 1.
     part_weights: list[float] = field(default_factory=list)
+    # Teacher forcing of the predictions in the bank (model.global_memory.mask_value): the share
+    # of training memory frames whose stored prediction is their ground-truth mask instead of
+    # the network's own, drawn per frame. The network's own predictions are right too rarely to
+    # give the predictions pathway a steady gradient; STM/XMem train their memory on given masks.
+    # Inference always stores the network's predictions. 0: never.
+    memory_gt_masks: float = 0.0
 
 
 @dataclass

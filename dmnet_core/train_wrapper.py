@@ -16,7 +16,9 @@ __all__ = ['forward_clip', 'normalize']
 
 
 def forward_clip(model: DMNet, clip: torch.Tensor,
-                 global_frames: torch.Tensor | None = None) -> torch.Tensor:
+                 global_frames: torch.Tensor | None = None,
+                 global_masks: torch.Tensor | None = None, gt_share: float = 0.0
+                 ) -> torch.Tensor:
     """Run a clip frame by frame with the ConvLSTM state carried through it (back-propagated).
 
     Frame t's local window is the clip's frames max(0, t-T+1)..t, exactly as in inference; every
@@ -27,6 +29,10 @@ def forward_clip(model: DMNet, clip: torch.Tensor,
         model: the network.
         clip: normalised frames, B x T x 3 x H x W.
         global_frames: normalised memory frames B x G x 3 x H x W, or None.
+        global_masks: their ground-truth class masks, B x G x H x W (long), or None.
+        gt_share: with predictions in the bank and `global_masks`, each memory frame stores its
+            ground-truth mask instead of the network's prediction with this probability (drawn
+            from torch's global generator); 0 = always the prediction, as at inference.
 
     Returns:
         logits B x T x K x H x W at input resolution.
@@ -55,6 +61,8 @@ def forward_clip(model: DMNet, clip: torch.Tensor,
             # same videos.
             with torch.no_grad():
                 g_logits, _ = model.step([s[b * t:] for s in skips], f32[b * t:])
+                if gt_share > 0 and global_masks is not None:
+                    g_logits = _teacher_logits(g_logits, global_masks.flatten(0, 1), gt_share)
         k, v = model.global_key_value(f32[b * t:], g_logits)     # BG x Ck x h x w
         mem_k = k.unflatten(0, (b, g))
         mem_v = v.unflatten(0, (b, g))
@@ -65,3 +73,23 @@ def forward_clip(model: DMNet, clip: torch.Tensor,
         logits, state = model.step([s[:, i] for s in skips], f32[:, i], state, mem_k, mem_v)
         out.append(F.interpolate(logits, size=(h, w), mode='bilinear', align_corners=False))
     return torch.stack(out, dim=1)
+
+
+def _teacher_logits(logits: torch.Tensor, masks: torch.Tensor, share: float) -> torch.Tensor:
+    """Replace a random `share` of the memory frames' predictions by their ground truth.
+
+    Args:
+        logits: BG x K x h x w predictions of the memory frames (any resolution).
+        masks: BG x H x W class ids; ids >= K (ignored pixels) count as no class.
+        share: probability, per frame, of taking the ground truth.
+
+    Returns:
+        BG x K x h x w logits whose softmax is, for the chosen frames, each class's area share of
+        the mask over each cell (what `class_shares` makes of a prediction), else `logits`.
+    """
+    k = logits.shape[1]
+    onehot = F.one_hot(masks.clamp(0, k), k + 1)[..., :k]        # BG x H x W x K
+    area = F.adaptive_avg_pool2d(onehot.permute(0, 3, 1, 2).float(), logits.shape[-2:])
+    gt = torch.log(area + 1e-6).to(logits.dtype)
+    take = torch.rand(logits.shape[0], device=logits.device) < share
+    return torch.where(take[:, None, None, None], gt, logits)

@@ -48,6 +48,11 @@ VARIANTS = {                          # name -> `dmnet train` flags
     # ... and keys that know where each cell is (3 frequencies per axis), so that the read can
     # tell look-alike instruments apart by place.
     'dmnet_mvpos': ['--mask-value', '--key-position', '3'],
+    # ... trained with half the memory frames storing their ground-truth mask instead of the
+    # prediction (teacher forcing, as STM/XMem train on given masks); inference is unchanged.
+    'global_only_mvgt': ['--no-local', '--mask-value', '--key-position', '3',
+                         '--memory-gt-masks', '0.5'],
+    'dmnet_mvgt': ['--mask-value', '--key-position', '3', '--memory-gt-masks', '0.5'],
 }
 FOUR = ('single_frame', 'local_only', 'global_only', 'dmnet')   # the paper's ablation
 

@@ -32,7 +32,8 @@ def apply_overrides(exp: ExperimentConfig, args: argparse.Namespace) -> Experime
               'iters': ('train', 'iters_per_epoch'), 'batch_size': ('train', 'batch_size'),
               'lr': ('train', 'lr'), 'seed': ('train', 'seed'), 'log': ('train', 'log'),
               'val_frames': ('train', 'val_max_frames'), 'workers': ('data', 'num_workers'),
-              'clip_len': ('data', 'clip_len'), 'ema_decay': ('train', 'ema_decay')}
+              'clip_len': ('data', 'clip_len'), 'ema_decay': ('train', 'ema_decay'),
+              'memory_gt_masks': ('train', 'memory_gt_masks')}
     for arg, (section, key) in simple.items():
         value = getattr(args, arg, None)
         if value is not None:
@@ -91,6 +92,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument('--key-position', type=int, default=None, metavar='F',
                    help='Fourier frequencies per axis of a learnt position term in the global '
                         'keys (model.global_memory.key_position; 0: none)')
+    p.add_argument('--memory-gt-masks', type=float, default=None, metavar='P',
+                   help='with --mask-value: share of training memory frames that store their '
+                        'ground-truth mask instead of the prediction (train.memory_gt_masks)')
     p.add_argument('--no-amp', action='store_true', help='no autocast on CUDA')
     p.add_argument('--init', default=None, metavar='CHECKPOINT',
                    help='fine-tune: start from these weights, with their model config '

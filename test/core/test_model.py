@@ -252,6 +252,36 @@ def test_forward_clip_stores_each_global_frames_own_prediction():
     assert not torch.allclose(other, ref[:, 0], atol=1e-4)
 
 
+def test_forward_clip_teacher_forcing_stores_the_ground_truth():
+    """gt_share 1 stores each memory frame's mask instead of its prediction; 0 never does."""
+    model = mask_value_model()
+    x, glob = clip(t=2, seed=3), clip(t=2, seed=4)
+    k = model.num_classes
+    g = torch.Generator().manual_seed(5)
+    masks = torch.randint(0, k, (1, 2, H, W), generator=g)
+    other = (masks + 1) % k
+    with torch.no_grad():
+        own = forward_clip(model, x, glob)
+        assert torch.equal(forward_clip(model, x, glob, masks, gt_share=0.0), own)
+        taught = forward_clip(model, x, glob, masks, gt_share=1.0)
+        # The memory frames' values, built by hand from the masks' area shares per cell.
+        kvs = []
+        for i in range(2):
+            _, f32 = model.encode(glob[:, i])
+            onehot = F.one_hot(masks[:, i], k).permute(0, 3, 1, 2).float()
+            logits = torch.log(F.adaptive_avg_pool2d(onehot, (H // 4, W // 4)) + 1e-6)
+            kvs.append(model.global_key_value(f32, logits))
+        mem_k = torch.stack([kk for kk, _ in kvs], 1)
+        mem_v = torch.stack([v for _, v in kvs], 1)
+        skips, f32 = model.encode(x[:, 0])
+        ref, _ = model.step(skips, f32, None, mem_k, mem_v)
+        ref = F.interpolate(ref, size=(H, W), mode='bilinear', align_corners=False)
+        moved = forward_clip(model, x, glob, other, gt_share=1.0)
+    assert torch.allclose(taught[:, 0], ref, atol=1e-4)
+    assert not torch.allclose(taught, own, atol=1e-4)
+    assert not torch.allclose(taught, moved, atol=1e-4)    # the read follows the masks
+
+
 def test_position_keys_let_a_read_find_the_same_place():
     """With features alike everywhere, only the position term can tell cells apart."""
     torch.manual_seed(0)
