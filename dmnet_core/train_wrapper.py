@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from dmnet_core.model.dmnet import DMNet
+from dmnet_core.model.global_memory import mask_logits
 from dmnet_core.model.transforms import normalize
 
 __all__ = ['forward_clip', 'normalize']
@@ -80,16 +81,12 @@ def _teacher_logits(logits: torch.Tensor, masks: torch.Tensor, share: float) -> 
 
     Args:
         logits: BG x K x h x w predictions of the memory frames (any resolution).
-        masks: BG x H x W class ids; ids >= K (ignored pixels) count as no class.
+        masks: BG x H x W class ids.
         share: probability, per frame, of taking the ground truth.
 
     Returns:
-        BG x K x h x w logits whose softmax is, for the chosen frames, each class's area share of
-        the mask over each cell (what `class_shares` makes of a prediction), else `logits`.
+        BG x K x h x w: `mask_logits` of the mask for the chosen frames, else `logits`.
     """
-    k = logits.shape[1]
-    onehot = F.one_hot(masks.clamp(0, k), k + 1)[..., :k]        # BG x H x W x K
-    area = F.adaptive_avg_pool2d(onehot.permute(0, 3, 1, 2).float(), logits.shape[-2:])
-    gt = torch.log(area + 1e-6).to(logits.dtype)
+    gt = mask_logits(masks, logits.shape[1], logits.shape[-2:]).to(logits.dtype)
     take = torch.rand(logits.shape[0], device=logits.device) < share
     return torch.where(take[:, None, None, None], gt, logits)

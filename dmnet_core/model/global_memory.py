@@ -126,6 +126,17 @@ def class_shares(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.adaptive_avg_pool2d(torch.softmax(logits.float(), dim=1), size)
 
 
+def mask_logits(masks: torch.Tensor, num_classes: int, size: tuple[int, int]) -> torch.Tensor:
+    """Logits whose softmax is each class's area share of a mask over the cells of `size`.
+
+    B x H x W class ids (ids >= K, e.g. ignored pixels, count as no class) -> B x K x size: what
+    `class_shares` makes of a prediction, made from a ground-truth mask instead.
+    """
+    onehot = F.one_hot(masks.long().clamp(0, num_classes), num_classes + 1)[..., :num_classes]
+    area = F.adaptive_avg_pool2d(onehot.permute(0, 3, 1, 2).float(), size)
+    return torch.log(area + 1e-6)
+
+
 # ---------------------------------------------------------------- scores used by the policy
 
 def representativeness(logits: torch.Tensor) -> torch.Tensor:

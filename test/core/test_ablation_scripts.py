@@ -401,3 +401,50 @@ def test_summarize_draws_knows_every_trained_variant() -> None:
     """Every variant train_ablation.py can train has a bar to be summarised against."""
     summarize, train = _script('summarize_draws'), _script('train_ablation')
     assert set(summarize.BARS) | set(summarize.EXTRA_BARS) == set(train.VARIANTS) - {'single_frame'}
+
+
+def test_oracle_bank_swaps_only_what_the_bank_stores(tmp_path) -> None:
+    """'own' is the Segmenter as it runs; 'truth' stores each admitted frame's mask instead."""
+    import math
+
+    import tiny_models
+    import torch
+
+    from dmnet_core.checkpoint import save_checkpoint
+    from dmnet_core.config import default_class_names
+    from dmnet_core.data import layout
+    from dmnet_core.metrics import confusion
+    from dmnet_core.model import build_model, init_batchnorm_stats
+    from dmnet_core.segmenter import load_segmenter
+
+    data = tmp_path / 'data'
+    generate_dataset(data, 2, 5, seed=3, size=(64, 96), val=1, test=0)
+    cfg = tiny_models.tiny_config(64, 96, {'mask_value': True, 'alpha': -math.inf,
+                                           'beta': math.inf},
+                                  task='type', class_names=default_class_names('type'))
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    init_batchnorm_stats(model, torch.randn(2, 3, 64, 96))
+    with torch.no_grad():
+        model.global_memory.mask.weight.normal_(0, 5.0)      # make the stored predictions count
+    save_checkpoint(tmp_path / 'dmnet_mv.safetensors', model, cfg)
+    oracle = _script('oracle_bank')
+    seg = load_segmenter(tmp_path / 'dmnet_mv.safetensors', 'cpu', precision='fp32')
+    seqs = layout.list_sequences(data, 'val')
+    own, truth = (oracle.run_mode(seg, seqs, mode, 0) for mode in ('own', 'truth'))
+    assert 'global_key_value' not in vars(seg.model)             # the method is restored
+    plain = np.zeros_like(own)
+    for seq in seqs:
+        seg.reset()
+        for frame in seq.frames():
+            plain += confusion(seg.step(layout.read_image(frame)),
+                               layout.read_mask(seq.mask_path(frame, 'type')), own.shape[0])
+    assert (own == plain).all() and own.sum() == truth.sum()
+    assert (own != truth).any()
+    out = tmp_path / 'o.json'
+    assert oracle.main(['--models', str(tmp_path), '--data', str(data), '--variants', 'dmnet_mv',
+                        '--json', str(out)]) == 0
+    res = json.loads(out.read_text())['models']['dmnet_mv']
+    assert set(res) == {'own', 'truth'}
+    with pytest.raises(SystemExit, match='no checkpoint'):
+        oracle.main(['--models', str(tmp_path / 'none'), '--data', str(data)])

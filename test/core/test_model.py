@@ -8,7 +8,12 @@ import torchvision
 
 from dmnet_core.config import ModelConfig, default_class_names
 from dmnet_core.model import DMNet, build_model, init_batchnorm_stats, normalize
-from dmnet_core.model.global_memory import GlobalMemoryReader, attention_read, position_features
+from dmnet_core.model.global_memory import (
+    GlobalMemoryReader,
+    attention_read,
+    mask_logits,
+    position_features,
+)
 from dmnet_core.train_wrapper import forward_clip
 
 H, W = 64, 96
@@ -250,6 +255,16 @@ def test_forward_clip_stores_each_global_frames_own_prediction():
         other, _ = model.step(skips, f32, None, mem_k, plain_v)
     other = F.interpolate(other, size=(H, W), mode='bilinear', align_corners=False)
     assert not torch.allclose(other, ref[:, 0], atol=1e-4)
+
+
+def test_mask_logits_give_each_classes_area_share():
+    masks = torch.tensor([[[0, 0, 1, 1], [0, 2, 1, 255]]])           # 1 x 2 x 4, one ignored
+    shares = torch.softmax(mask_logits(masks, 3, (1, 2)), dim=1)[0, :, 0]   # K x 2 cells
+    torch.testing.assert_close(shares[:, 0], torch.tensor([0.75, 0.0, 0.25]), atol=1e-5, rtol=0)
+    # The right cell: three pixels of class 1 and one ignored, which counts as no class.
+    torch.testing.assert_close(shares[:, 1], torch.tensor([0.0, 1.0, 0.0]), atol=1e-5, rtol=0)
+    raw = mask_logits(masks, 3, (1, 2)).exp()[0, :, 0, 1]
+    torch.testing.assert_close(raw.sum(), torch.tensor(0.75), atol=1e-4, rtol=0)
 
 
 def test_forward_clip_teacher_forcing_stores_the_ground_truth():

@@ -1,0 +1,129 @@
+"""What if the bank held the right answers? (issue 15, item 5)
+
+    python bench/ablation/oracle_bank.py --models runs/mvgt/models_seed0 --data runs/many/data \
+        --split val [--variants dmnet_mv dmnet_mvgt] [--max-frames 20] [--json OUT]
+
+For a model whose global memory stores predictions (`model.global_memory.mask_value`), each
+sequence of a split is segmented twice by the Segmenter, causally, as in the node:
+
+- ``own``: the bank stores the model's own prediction for every admitted frame (inference);
+- ``truth``: the bank stores the admitted frame's ground-truth mask instead (an oracle; the
+  frame's own prediction and everything else unchanged).
+
+If ``truth`` is far ahead of ``own``, the read carries what is stored and the stored predictions
+are what holds the memory back; if the two are close, the read does not carry the type even
+when the bank holds the right one, and the fault is in the read (keys, resolution, fusion).
+Reported per mode: the dataset mIoU of the instrument types (`dmnet_core.metrics`'s rule) and the
+share of found instrument pixels named right. Use generated validation data only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from bench.ablation.train_ablation import VARIANTS  # noqa: E402
+
+MODES = ('own', 'truth')
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--models', type=Path, required=True, help='folder with <variant>.safetensors')
+    ap.add_argument('--data', type=Path, required=True, help='generated dataset (type masks)')
+    ap.add_argument('--split', default='val')
+    ap.add_argument('--variants', nargs='+', default=['dmnet_mv', 'dmnet_mvgt'],
+                    choices=[v for v, flags in VARIANTS.items() if '--mask-value' in flags])
+    ap.add_argument('--max-frames', type=int, default=0,
+                    help='first N frames per sequence (0: all)')
+    ap.add_argument('--device', default='cpu')
+    ap.add_argument('--json', type=Path, default=None)
+    return ap.parse_args(argv)
+
+
+def scores(conf: np.ndarray) -> dict:
+    """mIoU over instrument classes present, and the share of found instrument px named right."""
+    from dmnet_core.metrics import iou_dice_from_confusion
+    iou, _ = iou_dice_from_confusion(conf)
+    present = [v for v in iou[1:] if v is not None]
+    found = conf[1:, 1:]
+    return {'miou': float(np.mean(present)) if present else None,
+            'named_right': float(np.trace(found) / found.sum()) if found.sum() else None}
+
+
+def run_mode(seg, sequences: list, mode: str, max_frames: int) -> np.ndarray:
+    """Segment every sequence with the bank holding predictions ('own') or truth; C x C counts."""
+    import torch
+
+    from dmnet_core.data import layout
+    from dmnet_core.metrics import confusion
+    from dmnet_core.model.global_memory import mask_logits
+
+    model = seg.model
+    c = len(seg.class_names)
+    current: dict = {}
+    original = type(model).global_key_value.__get__(model)
+
+    def key_value(f32, logits=None):
+        if logits is not None and mode == 'truth':
+            mask = torch.from_numpy(current['gt'].astype(np.int64))[None].to(f32.device)
+            logits = mask_logits(mask, c, logits.shape[-2:])
+        return original(f32, logits)
+
+    model.global_key_value = key_value           # shadows the method on this instance only
+    conf = np.zeros((c, c), dtype=np.int64)
+    try:
+        for seq in sequences:
+            seg.reset()
+            frames = seq.frames()[:max_frames or None]
+            for frame in frames:
+                current['gt'] = gt = layout.read_mask(seq.mask_path(frame, seg.task))
+                pred = seg.step(layout.read_image(frame))
+                conf += confusion(pred, gt, c)
+    finally:
+        del model.global_key_value
+    return conf
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from dmnet_core.data import layout
+    from dmnet_core.segmenter import load_segmenter
+    if not (args.data / 'dataset.yaml').is_file():
+        raise SystemExit(f'oracle_bank: no dataset.yaml in {args.data}')
+    try:
+        sequences = layout.list_sequences(args.data, args.split)
+    except KeyError as exc:
+        raise SystemExit(f'oracle_bank: {args.data}: {exc.args[0]}') from None
+    print('| model | bank holds | mIoU | named right (found px) |')
+    print('|---|---|---|---|')
+    out: dict = {}
+    for v in args.variants:
+        path = args.models / f'{v}.safetensors'
+        if not path.is_file():
+            raise SystemExit(f'oracle_bank: no checkpoint {path}')
+        seg = load_segmenter(path, args.device, precision='fp32')
+        if not seg.model.global_mask_value:
+            raise SystemExit(f'oracle_bank: {path} stores no predictions in its bank '
+                             '(model.global_memory.mask_value is off)')
+        out[v] = {}
+        for mode in MODES:
+            out[v][mode] = r = scores(run_mode(seg, sequences, mode, args.max_frames))
+            print(f"| {v} | {mode} | {100 * r['miou']:.2f} | {100 * r['named_right']:.1f} |",
+                  flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({'models_dir': str(args.models), 'data': str(args.data),
+                                         'split': args.split, 'max_frames': args.max_frames,
+                                         'models': out}, indent=1))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
