@@ -95,6 +95,9 @@ class GlobalMemoryConfig:
     # Memory values also encode the memory frame's own prediction (class shares at 1/32), as
     # STM/XMem store masks; the paper stores features only (False, every shipped model).
     mask_value: bool = False
+    # How the predictions' 3x3 encoder starts: 'zero' (a fresh reader is the paper's) or
+    # 'default' (PyTorch's conv init: the stored predictions count from the first step).
+    mask_value_init: str = 'zero'
     # Fourier frequencies per axis of a learnt position term added to the keys (0: the paper's
     # position-free keys, every shipped model): lets a read tell look-alike instruments apart
     # by where they are.
@@ -141,6 +144,9 @@ class ModelConfig:
                              'not in spread/latest/random')
         if g.capacity < 1 or g.n_read < 1:
             raise ValueError('global_memory.capacity and n_read must be >= 1')
+        if g.mask_value_init not in ('zero', 'default'):
+            raise ValueError(f'global_memory.mask_value_init {g.mask_value_init!r} '
+                             'not in zero/default')
         if not 0 <= g.key_position <= 8:
             raise ValueError(f'global_memory.key_position {g.key_position} not in 0..8')
         if self.local_memory.window < 1:

@@ -53,6 +53,9 @@ VARIANTS = {                          # name -> `dmnet train` flags
     'global_only_mvgt': ['--no-local', '--mask-value', '--key-position', '3',
                          '--memory-gt-masks', '0.5'],
     'dmnet_mvgt': ['--mask-value', '--key-position', '3', '--memory-gt-masks', '0.5'],
+    # ... with the predictions' encoder started at PyTorch's init instead of zero.
+    'dmnet_mvgt_warm': ['--mask-value', '--key-position', '3', '--memory-gt-masks', '0.5',
+                        '--mask-value-init', 'default'],
 }
 FOUR = ('single_frame', 'local_only', 'global_only', 'dmnet')   # the paper's ablation
 

@@ -46,6 +46,7 @@ class DMNet(nn.Module):
         global_mask_value: memory values also encode the memory frame's prediction.
         global_key_position: Fourier frequencies per axis of a learnt position term in the global
             keys (0: the paper's position-free keys).
+        global_mask_init: 'zero' or 'default', how the predictions' encoder starts.
         encoder_weights: optional ImageNet weights for the encoder (a local file, or 'imagenet').
     """
 
@@ -53,7 +54,7 @@ class DMNet(nn.Module):
                  local_enabled: bool = True, local_hidden: int = 256, local_window: int = 5,
                  global_enabled: bool = True, key_channels: int = 64, value_channels: int = 128,
                  fusion: str = 'tandem', global_mask_value: bool = False,
-                 global_key_position: int = 0,
+                 global_key_position: int = 0, global_mask_init: str = 'zero',
                  encoder_weights: str | Path | None = None) -> None:
         super().__init__()
         if fusion not in FUSIONS:
@@ -66,7 +67,8 @@ class DMNet(nn.Module):
                              if local_enabled else None)
         self.global_memory = (GlobalMemoryReader(channels, key_channels, value_channels,
                                                  num_classes if global_mask_value else 0,
-                                                 global_key_position)
+                                                 global_key_position,
+                                                 mask_zero_init=global_mask_init == 'zero')
                               if global_enabled else None)
         self.use_local = local_enabled
         self.use_global = global_enabled
@@ -169,6 +171,7 @@ def build_model(cfg: ModelConfig, pretrained: bool = True) -> DMNet:
         fusion=cfg.fusion,
         global_mask_value=cfg.global_memory.mask_value,
         global_key_position=cfg.global_memory.key_position,
+        global_mask_init=cfg.global_memory.mask_value_init,
         encoder_weights=cfg.encoder.weights if pretrained else None,
     )
 

@@ -51,8 +51,10 @@ class GlobalMemoryReader(nn.Module):
         channels: C, the bottleneck width (input and output).
         key_channels: Ck (authors: C/4).
         value_channels: Cv (authors: C/2, so that [read, query value] has C channels).
-        mask_classes: K > 0 adds a memory frame's predicted class shares to its value (a
-            zero-initialised 3x3 conv, so a fresh reader starts as the paper's); 0 = features only.
+        mask_classes: K > 0 adds a memory frame's predicted class shares to its value through a
+            3x3 conv; 0 = features only.
+        mask_zero_init: start that conv at zero, so that a fresh reader is the paper's; False
+            keeps PyTorch's default init (the stored predictions count from the first step).
         key_position: F > 0 adds a learnt projection of fixed Fourier features of each cell's
             place in the frame (F frequencies per axis) to every key, query and memory alike, so
             that a read can prefer memory cells near the query (look-alike instruments are told
@@ -60,7 +62,8 @@ class GlobalMemoryReader(nn.Module):
     """
 
     def __init__(self, channels: int, key_channels: int, value_channels: int,
-                 mask_classes: int = 0, key_position: int = 0) -> None:
+                 mask_classes: int = 0, key_position: int = 0,
+                 mask_zero_init: bool = True) -> None:
         super().__init__()
         self.key = nn.Conv2d(channels, key_channels, 3, padding=1)
         self.key_pos = (nn.Conv2d(4 * key_position, key_channels, 1, bias=False)
@@ -69,8 +72,9 @@ class GlobalMemoryReader(nn.Module):
         self.mask = None
         if mask_classes:
             self.mask = nn.Conv2d(mask_classes, value_channels, 3, padding=1)
-            nn.init.zeros_(self.mask.weight)
-            nn.init.zeros_(self.mask.bias)
+            if mask_zero_init:
+                nn.init.zeros_(self.mask.weight)
+                nn.init.zeros_(self.mask.bias)
         # Only needed when 2*Cv != C; with the authors' sizes the concatenation is already C wide.
         self.proj = (nn.Identity() if 2 * value_channels == channels
                      else nn.Conv2d(2 * value_channels, channels, 1))

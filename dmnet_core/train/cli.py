@@ -47,6 +47,8 @@ def apply_overrides(exp: ExperimentConfig, args: argparse.Namespace) -> Experime
         exp.model.global_memory.enabled = False
     if getattr(args, 'mask_value', False):
         exp.model.global_memory.mask_value = True
+    if getattr(args, 'mask_value_init', None) is not None:
+        exp.model.global_memory.mask_value_init = args.mask_value_init
     if getattr(args, 'key_position', None) is not None:
         exp.model.global_memory.key_position = args.key_position
     if args.no_amp:
@@ -89,6 +91,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument('--mask-value', action='store_true',
                    help="global memory values also encode each memory frame's prediction "
                         '(model.global_memory.mask_value)')
+    p.add_argument('--mask-value-init', default=None, choices=('zero', 'default'),
+                   help="with --mask-value: start the predictions' encoder at zero (the "
+                        "paper's reader, the default) or at PyTorch's init "
+                        '(model.global_memory.mask_value_init)')
     p.add_argument('--key-position', type=int, default=None, metavar='F',
                    help='Fourier frequencies per axis of a learnt position term in the global '
                         'keys (model.global_memory.key_position; 0: none)')

@@ -214,6 +214,11 @@ def mask_value_model(seed: int = 0) -> DMNet:
 def test_mask_value_starts_as_the_paper_and_then_stores_the_prediction():
     fresh = tiny_model(tiny_models.tiny_config(H, W, {'mask_value': True})).eval()
     assert fresh.global_mask_value and not tiny_model().global_mask_value
+    warm = tiny_model(tiny_models.tiny_config(H, W, {'mask_value': True,
+                                                     'mask_value_init': 'default'}))
+    assert warm.global_memory.mask.weight.abs().min() > 0      # counts from the first step
+    with pytest.raises(ValueError, match='mask_value_init .hot. not in zero/default'):
+        build_model(tiny_models.tiny_config(H, W, {'mask_value': True, 'mask_value_init': 'hot'}))
     with torch.no_grad():
         skips, f32 = fresh.encode(clip(t=1)[:, 0])
         logits, _ = fresh.step(skips, f32)

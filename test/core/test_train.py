@@ -138,10 +138,12 @@ def test_memory_extension_flags_reach_the_checkpoint(data, tmp_path) -> None:
     """--mask-value and --key-position build (and save) the extended global reader."""
     out = tmp_path / 'mvpos'
     rc = main(['train', '--config', str(_yaml(tmp_path, data)), '--out', str(out),
-               '--mask-value', '--key-position', '2', '--epochs', '1', '--iters', '1'])
+               '--mask-value', '--key-position', '2', '--mask-value-init', 'default',
+               '--epochs', '1', '--iters', '1'])
     assert rc == 0
     cfg, state, _ = load_checkpoint(out / 'best.safetensors')
     assert cfg.global_memory.mask_value and cfg.global_memory.key_position == 2
+    assert cfg.global_memory.mask_value_init == 'default'
     assert state['global_memory.key_pos.weight'].shape[1] == 8      # 4 x 2 Fourier channels
 
 
