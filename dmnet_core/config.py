@@ -253,9 +253,9 @@ class TrainConfig:
     part_weights: list[float] = field(default_factory=list)
     # Teacher forcing of the predictions in the bank (model.global_memory.mask_value): the share
     # of training memory frames whose stored prediction is their ground-truth mask instead of
-    # the network's own, drawn per frame. The network's own predictions are right too rarely to
-    # give the predictions pathway a steady gradient; STM/XMem train their memory on given masks.
-    # Inference always stores the network's predictions. 0: never.
+    # the network's own, drawn per frame, as STM/XMem train their memory on given masks (README
+    # item 23: no gain on the type task). Inference always stores the network's predictions.
+    # 0: never.
     memory_gt_masks: float = 0.0
 
 
