@@ -242,7 +242,7 @@ class SegmentationScorer:
             'dataset_iou': _mean([d_iou[c] for c in inst]),
             'pred_flicker': _mean(acc.flicker_pred),
             'gt_flicker': _mean(acc.flicker_gt),
-            'instrument_class_accuracy': _class_accuracy(acc.conf),
+            'instrument_class_accuracy': class_accuracy(acc.conf),
             '_seed': (s_iou, s_dice),
             '_dataset': (d_iou, d_dice),
             '_names': names,
@@ -317,7 +317,7 @@ class SegmentationScorer:
         }
 
 
-def _class_accuracy(conf: np.ndarray) -> float | None:
+def class_accuracy(conf: np.ndarray) -> float | None:
     """Share of ground-truth instrument pixels found as an instrument that got the right class.
 
     Separates naming from finding: a multi-class model can find the instruments (binary Dice)

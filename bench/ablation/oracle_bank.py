@@ -48,13 +48,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def scores(conf: np.ndarray) -> dict:
-    """mIoU over instrument classes present, and the share of found instrument px named right."""
-    from dmnet_core.metrics import iou_dice_from_confusion
+    """mIoU over instrument classes present, and the share of found instrument px named right
+    (the rules of `SegmentationScorer`'s ``dataset_iou`` and ``instrument_class_accuracy``)."""
+    from dmnet_core.metrics import class_accuracy, iou_dice_from_confusion
     iou, _ = iou_dice_from_confusion(conf)
     present = [v for v in iou[1:] if v is not None]
-    found = conf[1:, 1:]
     return {'miou': float(np.mean(present)) if present else None,
-            'named_right': float(np.trace(found) / found.sum()) if found.sum() else None}
+            'named_right': class_accuracy(conf)}
 
 
 def run_mode(seg, sequences: list, mode: str, max_frames: int) -> np.ndarray:
