@@ -117,6 +117,10 @@ class ModelConfig:
     input_size: list[int] = field(default_factory=lambda: [256, 320])   # inference H, W
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    # Inference only, no weights: the memory reads' attention also carries what the remembered
+    # frames were predicted to be, as a prior over the instrument types with this weight
+    # (`model.label_propagation`; 0 = off, the paper's). Needs two or more types.
+    label_propagation: float = 0.0
 
     @property
     def num_classes(self) -> int:
@@ -149,6 +153,8 @@ class ModelConfig:
                              'not in zero/default')
         if not 0 <= g.key_position <= 8:
             raise ValueError(f'global_memory.key_position {g.key_position} not in 0..8')
+        if not 0 <= self.label_propagation <= 16:
+            raise ValueError(f'model.label_propagation {self.label_propagation} not in 0..16')
         if self.local_memory.window < 1:
             raise ValueError('local_memory.window must be >= 1')
 

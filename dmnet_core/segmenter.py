@@ -29,7 +29,14 @@ from dmnet_core.checkpoint import DEFAULT_CHECKPOINT, build_from_checkpoint, shi
 from dmnet_core.config import GlobalMemoryConfig, ModelConfig
 from dmnet_core.model.dmnet import DMNet, build_model, init_batchnorm_stats
 from dmnet_core.model.fuse import fold_batchnorm
-from dmnet_core.model.global_memory import MemoryBank, ReadSampler, build_policy, update_bank
+from dmnet_core.model.global_memory import (
+    MemoryBank,
+    ReadSampler,
+    build_policy,
+    class_shares,
+    update_bank,
+)
+from dmnet_core.model.label_propagation import MemoryLabels
 from dmnet_core.model.local_memory import LocalState
 from dmnet_core.model.transforms import normalize
 
@@ -40,6 +47,8 @@ PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
 WEIGHT_FREE_KEYS = ('n_read', 'read_sampling', 'capacity', 'policy', 'alpha', 'beta', 'eviction',
                     'uniform_stride', 'seed')
 DEFAULT_SEED = 0
+# Overrides beside the global memory's: the memories' switches and label propagation's weight.
+SWITCH_KEYS = ('local_enabled', 'global_enabled', 'label_propagation')
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -111,6 +120,11 @@ class Segmenter:
         self.sampler = ReadSampler(g.read_sampling, g.n_read, g.seed)
         self.bank = MemoryBank()
         self.local_state: LocalState | None = None
+        # Label propagation (`ModelConfig.label_propagation`): the class shares of the ELM
+        # window's previous frames, oldest first (the bank keeps its own).
+        self.label_propagation = float(config.label_propagation)
+        self.local_window = config.local_memory.window
+        self.local_shares: list[torch.Tensor] = []
         self.frames_seen = 0
         self.last_inference_ms = 0.0
         self.last_admitted = False
@@ -146,6 +160,7 @@ class Segmenter:
     def reset(self) -> None:
         """Forget the video: LSTM state, local window, global bank, policy and sampler state."""
         self.local_state = None
+        self.local_shares = []
         self.bank.clear()
         self.policy.reset()
         self.sampler.reset()
@@ -236,15 +251,26 @@ class Segmenter:
             with self._autocast():
                 skips, f32 = self.model.encode(x)
                 mem_k = mem_v = None
+                read: list[int] = []
                 if self.model.use_global and len(self.bank):
-                    mem_k, mem_v = self.bank.gather(self.sampler.indices(len(self.bank)))
-                logits, state = self.model.step(skips, f32, self.local_state, mem_k, mem_v)
+                    read = self.sampler.indices(len(self.bank))
+                    mem_k, mem_v = self.bank.gather(read)
+                stored = None
+                if self.label_propagation:
+                    stored = MemoryLabels(
+                        local=torch.stack(self.local_shares, 1) if self.local_shares else None,
+                        global_=self.bank.gather_shares(read) if read else None,
+                        gamma=self.label_propagation)
+                logits, state = self.model.step(skips, f32, self.local_state, mem_k, mem_v,
+                                                stored)
+                # What this frame was predicted to be, kept beside its memories (1 x K x h x w).
+                shares = class_shares(logits, f32.shape[-2:]) if self.label_propagation else None
                 admitted = False
                 if self.model.use_global:
                     # The bank is only written after this frame's prediction (causal).
                     admitted = update_bank(
                         self.bank, self.policy, self.capacity, frame, logits, f32,
-                        lambda f: self.model.global_key_value(f, logits))
+                        lambda f: self.model.global_key_value(f, logits), shares)
             # One resize from 1/4 of the inference size straight to the input size.
             logits = F.interpolate(logits.float(), size=(height, width), mode='bilinear',
                                    align_corners=False)
@@ -255,6 +281,9 @@ class Segmenter:
             self.last_inference_ms = (time.perf_counter() - start) * 1000.0
         # Commit the state only once everything succeeded.
         self.local_state = state
+        if shares is not None and state is not None:
+            kept = [*self.local_shares, shares]
+            self.local_shares = kept[max(len(kept) - (self.local_window - 1), 0):]
         self.last_admitted = admitted
         self.frames_seen = frame + 1
         labels = labels_t.cpu().numpy()
@@ -273,6 +302,11 @@ def _apply_memory_overrides(cfg: ModelConfig, memory: dict[str, Any]) -> tuple[M
     memory = dict(memory)
     local = memory.pop('local_enabled', None)
     glob = memory.pop('global_enabled', memory.pop('enabled', None))
+    if 'label_propagation' in memory:
+        gamma = memory.pop('label_propagation')
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
+            raise ValueError(f'memory override label_propagation must be a number, got {gamma!r}')
+        cfg.label_propagation = float(gamma)
     for name, value in (('local_enabled', local), ('global_enabled', glob)):
         if value is not None and not isinstance(value, bool):
             raise ValueError(f'memory override {name} must be true/false, got {value!r}')
@@ -280,7 +314,7 @@ def _apply_memory_overrides(cfg: ModelConfig, memory: dict[str, Any]) -> tuple[M
     unknown = sorted(set(memory) - fields)
     if unknown:
         raise ValueError(f'unknown memory override(s) {unknown}; known: '
-                         f'{sorted(WEIGHT_FREE_KEYS + ("local_enabled", "global_enabled"))}')
+                         f'{sorted(WEIGHT_FREE_KEYS + SWITCH_KEYS)}')
     weighty = sorted(set(memory) - set(WEIGHT_FREE_KEYS))
     if weighty:
         raise ValueError(f'memory override(s) {weighty} would change the weights; '
@@ -327,7 +361,7 @@ def load_segmenter(checkpoint: str | Path | None = None, device: str = 'auto', *
         inference_size: (H, W) multiples of 32, overriding the config's `input_size`.
         memory: GlobalMemoryConfig overrides that do not change weights (alpha, beta, n_read,
             capacity, policy, eviction, read_sampling, uniform_stride, seed), plus `local_enabled`
-            / `global_enabled` to switch a memory off.
+            / `global_enabled` to switch a memory off and `label_propagation` (gamma, 0 = off).
         torch_compile: torch.compile encoder and decoder (`Segmenter.compile_network`; ~20 % faster
             per step on the 2-core CPU here, a few seconds to a minute at start-up; falls back
             to eager with a warning if compiling fails).

@@ -97,6 +97,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               choices=('redundant', 'oldest')),
     ParamSpec('memory.read_sampling', MEMORY_DEFAULTS['read_sampling'], 'Which bank entries '
               'a step reads.', choices=('spread', 'latest', 'random')),
+    ParamSpec('memory.label_propagation', -1.0, "Label propagation's weight: the memory "
+              "reads also carry what past frames were named (0 = off, the paper's; -1 = the "
+              "checkpoint's own).", float_range=(-1.0, 16.0)),
     ParamSpec('memory.local_enabled', True, 'Use the local (ConvLSTM) memory (false switches '
               'it off; true = as the checkpoint has it).'),
     ParamSpec('memory.global_enabled', True, 'Use the global memory bank (false switches it '
@@ -212,12 +215,15 @@ def memory_overrides(values: dict[str, Any]) -> dict[str, Any]:
     """The `memory` argument of load_segmenter from the `memory.*` parameters.
 
     `local_enabled`/`global_enabled` are passed only when false: true means "use what the
-    checkpoint has" (asking for a memory a checkpoint lacks is an error in load_segmenter).
+    checkpoint has" (asking for a memory a checkpoint lacks is an error in load_segmenter);
+    `label_propagation` only when not negative (-1: the checkpoint's own).
     """
     out = {k.split('.', 1)[1]: v for k, v in values.items() if k.startswith('memory.')}
     for key in ('local_enabled', 'global_enabled'):
         if out.get(key, False):
             del out[key]
+    if out.get('label_propagation', -1.0) < 0:
+        out.pop('label_propagation', None)
     return out
 
 

@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument('--n-read', type=int, nargs='*', default=[1, 2, 4, 8])
     ap.add_argument('--real-clip', type=Path, default=DEFAULT_CLIP,
                     help='CholecSeg8k clip folder (skipped when absent)')
+    ap.add_argument('--label-propagation', type=float, default=None, metavar='GAMMA',
+                    help="label propagation's weight for every model, policy and sweep run "
+                         "(model.label_propagation; default: each checkpoint's own)")
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     ap.add_argument('--json', type=Path, default=REPO / 'bench' / 'results' / 'ablation.json')
@@ -110,11 +113,18 @@ def parameters(path: Path) -> dict:
             'local': cfg.local_memory.enabled, 'global': cfg.global_memory.enabled}
 
 
+def overrides(args: argparse.Namespace, memory: dict | None = None) -> dict | None:
+    """`memory` plus `--label-propagation` when given (None when there is nothing to change)."""
+    if args.label_propagation is not None:
+        memory = {**(memory or {}), 'label_propagation': args.label_propagation}
+    return memory
+
+
 def score(path: Path, args: argparse.Namespace, memory: dict | None = None) -> dict:
     """Causal scores of one checkpoint (with optional memory overrides) on the held-out split."""
     from dmnet_core.evaluate import score_split
     from dmnet_core.segmenter import load_segmenter
-    seg = load_segmenter(path, args.device, precision='fp32', memory=memory)
+    seg = load_segmenter(path, args.device, precision='fp32', memory=overrides(args, memory))
     summary, _, timing = score_split(seg, args.data, args.split, max_frames=args.max_frames)
     ch = summary['protocols']['challenge_iou']
     row = {'mean_iou': summary['mean_iou'], 'mean_dice': summary['mean_dice'],
@@ -140,7 +150,8 @@ def round_robin_ms(paths: dict[str, Path], args: argparse.Namespace) -> dict[str
     from dmnet_core.segmenter import load_segmenter
     seq = layout.list_sequences(args.data, args.split)[0]
     frames = [layout.read_image(f) for f in seq.frames()[:args.timing_frames + 3]]
-    segs = {k: load_segmenter(p, args.device, precision='fp32') for k, p in paths.items()}
+    segs = {k: load_segmenter(p, args.device, precision='fp32', memory=overrides(args))
+            for k, p in paths.items()}
     ms: dict[str, list[float]] = {k: [] for k in segs}
     for i, rgb in enumerate(frames):
         for k, seg in segs.items():
@@ -194,7 +205,9 @@ def markdown(res: dict) -> str:
              f"`{res['test_data']['split']}` (seed {'not given' if seed is None else seed}, "
              f"{res['test_data']['frames']} frames), task `type`. mIoU/mDice: seed-paper "
              'protocol; challenge: EndoVis challenge IoU/Dice; all in %. ms: median '
-             f"`Segmenter.step` on {res['machine']} ({res['threads']} threads), round-robin.",
+             f"`Segmenter.step` on {res['machine']} ({res['threads']} threads), round-robin."
+             + ('' if res.get('label_propagation') is None else
+                f" Label propagation gamma {res['label_propagation']:g} for every model."),
              '', '| model | local | global | mIoU | mDice | challenge IoU | challenge Dice '
              '| Δ mIoU | ms/frame | × backbone | parameters |',
              '|---|---|---|---|---|---|---|---|---|---|---|']
@@ -259,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     res: dict = {'test_data': {'path': str(args.data), 'split': args.split,
                                'seed': args.test_seed, 'synth_command': synth_cmd,
                                'max_frames': args.max_frames},
+                 'label_propagation': args.label_propagation,
                  'machine': cpu_name(),
                  'threads': torch.get_num_threads(), 'models': {}}
     for name, path in paths.items():
@@ -272,9 +286,10 @@ def main(argv: list[str] | None = None) -> int:
                      **score(dmnet, args, {'capacity': c, 'n_read': n})}
                     for c in args.capacity for n in args.n_read if n <= c]
     if args.real_clip and args.real_clip.is_dir():
-        runs = {'dmnet': (dmnet, None), 'dmnet_memory_off': (dmnet, MEMORY_OFF),
-                'single_frame': (paths['single_frame'], None)}
-        runs.update({v: (paths[v], None) for v in names if v not in FOUR})   # e.g. *_mv
+        runs = {'dmnet': (dmnet, overrides(args)),
+                'dmnet_memory_off': (dmnet, overrides(args, MEMORY_OFF)),
+                'single_frame': (paths['single_frame'], overrides(args))}
+        runs.update({v: (paths[v], overrides(args)) for v in names if v not in FOUR})   # *_mv
         res['real_clip'] = real_clip(runs, args.real_clip, args.device)
     else:
         print(f'score_ablation: no real clip at {args.real_clip}: skipped', flush=True)

@@ -8,7 +8,8 @@ and returned, and owned by `Segmenter` (inference) or `forward_clip` (training).
     global_key_value(f32[, logits])    -> memory (key B x Ck x h x w, value B x Cv x h x w)
     fuse(f32, local_out, mem_k, mem_v) -> the bottleneck fed to the decoder, B x C x h x w
     decode(skips, bottleneck)          -> logits B x K x H/4 x W/4
-    step(skips, f32, state, mem_k, mem_v) -> (logits at 1/4, new state): everything after `encode`
+    step(skips, f32, state, mem_k, mem_v[, labels]) -> (logits at 1/4, new state): everything
+                                       after `encode`; `labels` propagates stored predictions
 
 `forward(x)` is a single image with no history, at input resolution.
 """
@@ -24,6 +25,7 @@ from dmnet_core.config import ModelConfig
 from dmnet_core.model.decoder import RefineDecoder
 from dmnet_core.model.encoder import build_encoder
 from dmnet_core.model.global_memory import GlobalMemoryReader
+from dmnet_core.model.label_propagation import MemoryLabels, apply_type_prior, cells, type_prior
 from dmnet_core.model.local_memory import EfficientLocalMemory, LocalState
 
 FUSIONS = ('tandem', 'additive')
@@ -118,30 +120,58 @@ class DMNet(nn.Module):
         local_out = local_out if self.use_local else None
         if not self.use_global:
             return f32 if local_out is None else local_out
+        read = self.global_memory(self._global_query(f32, local_out), mem_k, mem_v)
         if self.fusion == 'tandem' or local_out is None:
-            query = f32 if local_out is None else local_out
-            return self.global_memory(query, mem_k, mem_v)
+            return read
         # Additive: the raw frame queries the bank, the ELM output is added.
-        return self.global_memory(f32, mem_k, mem_v) + local_out
+        return read + local_out
+
+    def _global_query(self, f32: torch.Tensor, local_out: torch.Tensor | None) -> torch.Tensor:
+        """What reads the bank: the ELM output in tandem fusion, else the frame itself."""
+        return local_out if self.fusion == 'tandem' and local_out is not None else f32
 
     def decode(self, skips: list[torch.Tensor], bottleneck: torch.Tensor) -> torch.Tensor:
         """Skips and bottleneck -> logits B x K x H/4 x W/4."""
         return self.decoder(skips, bottleneck)
 
     def step(self, skips: list[torch.Tensor], f32: torch.Tensor, state: LocalState | None = None,
-             mem_k: torch.Tensor | None = None, mem_v: torch.Tensor | None = None
-             ) -> tuple[torch.Tensor, LocalState | None]:
+             mem_k: torch.Tensor | None = None, mem_v: torch.Tensor | None = None,
+             labels: MemoryLabels | None = None) -> tuple[torch.Tensor, LocalState | None]:
         """Everything after `encode` for one frame: the shared path of training and inference.
 
+        `labels` (inference): what the remembered frames were predicted to be; with gamma > 0
+        the reads' attention carries their instrument types to this frame (label propagation).
+
         Returns:
-            logits B x K x H/4 x W/4, and the new local state (None when ELM is off).
+            logits B x K x H/4 x W/4 (log-probabilities when labels were propagated), and the
+            new local state (None when ELM is off).
         """
         local_out = None
         if self.use_local:
             local_out, state = self.local_step(f32, state)
         else:
             state = None
-        return self.decode(skips, self.fuse(f32, local_out, mem_k, mem_v)), state
+        logits = self.decode(skips, self.fuse(f32, local_out, mem_k, mem_v))
+        if labels is not None and labels.gamma > 0:
+            prior = self.type_prior(f32, local_out, state, mem_k, labels)
+            if prior is not None:
+                logits = apply_type_prior(logits, prior, labels.gamma)
+        return logits, state
+
+    def type_prior(self, f32: torch.Tensor, local_out: torch.Tensor | None,
+                   state: LocalState | None, mem_k: torch.Tensor | None,
+                   labels: MemoryLabels) -> torch.Tensor | None:
+        """The memories' prior over instrument types, B x (K-1) x h x w, or None (no read)."""
+        reads = []
+        if self.use_local and state is not None and labels.local is not None:
+            weights = self.local_memory.read_weights(state)          # B x hw x (n-1)hw
+            m = weights.shape[-1] // f32[0, 0].numel()
+            if m:
+                reads.append((weights, cells(labels.local[:, labels.local.shape[1] - m:])))
+        if self.use_global and mem_k is not None and labels.global_ is not None:
+            query = self._global_query(f32, local_out)
+            reads.append((self.global_memory.read_weights(query, mem_k), cells(labels.global_)))
+        return type_prior(reads, f32.shape[-2:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """A single image without history: B x 3 x H x W -> logits B x K x H x W."""

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dmnet_core.model.label_propagation import attention_weights
+
 
 def attention_read(q_k: torch.Tensor, mem_k: torch.Tensor, mem_v: torch.Tensor) -> torch.Tensor:
     """Scaled dot-product read of memory values at every query position.
@@ -109,6 +111,10 @@ class GlobalMemoryReader(nn.Module):
         read = attention_read(q_k, mem_k, mem_v)
         return self.proj(torch.cat([read, q_v], dim=1))
 
+    def read_weights(self, query: torch.Tensor, mem_k: torch.Tensor) -> torch.Tensor:
+        """The attention `forward` reads `mem_k` (B x N x Ck x h x w) with: B x hw x Nhw."""
+        return attention_weights(self.key_value(query)[0], mem_k)
+
 
 def position_features(size: tuple[int, int], freqs: int, device: torch.device | None = None,
                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -179,6 +185,7 @@ class MemoryEntry:
     value: torch.Tensor        # 1 x Cv x h x w
     descriptor: torch.Tensor   # D
     frame: int
+    shares: torch.Tensor | None = None   # 1 x K x h x w class shares of its prediction
 
 
 @dataclass
@@ -212,6 +219,11 @@ class MemoryBank:
         keys = torch.stack([self.entries[i].key for i in indices], dim=1)
         values = torch.stack([self.entries[i].value for i in indices], dim=1)
         return keys, values
+
+    def gather_shares(self, indices: list[int]) -> torch.Tensor | None:
+        """The chosen entries' class shares, B x N x K x h x w; None if any has none."""
+        shares = [self.entries[i].shares for i in indices]
+        return None if any(s is None for s in shares) else torch.stack(shares, dim=1)
 
 
 # ---------------------------------------------------------------- policies
@@ -350,7 +362,8 @@ def build_policy(policy: str, *, alpha: float, beta: float, eviction: str,
 
 def update_bank(bank: MemoryBank, policy: Policy, capacity: int, frame: int,
                 logits: torch.Tensor, f32: torch.Tensor,
-                key_value: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> bool:
+                key_value: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+                shares: torch.Tensor | None = None) -> bool:
     """Offer frame `frame` to the bank after its prediction; return whether it was admitted.
 
     Args:
@@ -361,6 +374,7 @@ def update_bank(bank: MemoryBank, policy: Policy, capacity: int, frame: int,
         logits: the frame's prediction, 1 x K x h' x w' (any resolution).
         f32: the frame's bottleneck, 1 x C x h x w.
         key_value: f32 -> (key, value); called only for admitted frames, whose key/value is cached.
+        shares: the frame's class shares at 1/32 (1 x K x h x w), kept for label propagation.
     """
     descriptor = frame_descriptor(f32)[0]
     if policy.needs_scores:
@@ -373,5 +387,6 @@ def update_bank(bank: MemoryBank, policy: Policy, capacity: int, frame: int,
     while len(bank) >= capacity:
         bank.remove(policy.evict(bank, descriptor))
     key, value = key_value(f32)
-    bank.add(MemoryEntry(key=key, value=value, descriptor=descriptor, frame=frame))
+    bank.add(MemoryEntry(key=key, value=value, descriptor=descriptor, frame=frame,
+                         shares=shares))
     return True

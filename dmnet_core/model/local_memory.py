@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from dmnet_core.model.global_memory import attention_read
+from dmnet_core.model.label_propagation import attention_weights
 
 
 class ConvLSTMCell(nn.Module):
@@ -90,3 +91,10 @@ class EfficientLocalMemory(nn.Module):
         read = attention_read(self.query(h), torch.stack(keys, 1), torch.stack(values, 1))
         out = self.out_proj(h) + self.out(read)
         return out, LocalState(h=h, c=c, keys=keys, values=values)
+
+    def read_weights(self, state: LocalState) -> torch.Tensor:
+        """The non-local read's attention of the frame `state` was made for, over the previous
+        frames' cells only: B x hw x (n-1)hw (rows sum to at most 1; what is missing went to the
+        current frame itself)."""
+        weights = attention_weights(self.query(state.h), torch.stack(state.keys, 1))
+        return weights[..., :weights.shape[-1] - state.keys[-1][0, 0].numel()]

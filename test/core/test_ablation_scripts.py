@@ -448,3 +448,50 @@ def test_oracle_bank_swaps_only_what_the_bank_stores(tmp_path) -> None:
     assert set(res) == {'own', 'truth'}
     with pytest.raises(SystemExit, match='no checkpoint'):
         oracle.main(['--models', str(tmp_path / 'none'), '--data', str(data)])
+
+
+def test_oracle_bank_with_label_propagation_swaps_what_the_memories_keep(tmp_path) -> None:
+    """With --label-propagation, 'truth' makes the ELM window and the bank keep the masks."""
+    import math
+
+    import tiny_models
+    import torch
+
+    from dmnet_core import segmenter as segmenter_module
+    from dmnet_core.checkpoint import save_checkpoint
+    from dmnet_core.config import default_class_names
+    from dmnet_core.data import layout
+    from dmnet_core.model import build_model, init_batchnorm_stats
+    from dmnet_core.model.global_memory import class_shares, mask_logits
+    from dmnet_core.segmenter import load_segmenter
+
+    data = tmp_path / 'data'
+    generate_dataset(data, 2, 5, seed=3, size=(64, 96), val=1, test=0)
+    cfg = tiny_models.tiny_config(64, 96, {'alpha': -math.inf, 'beta': math.inf},
+                                  task='type', class_names=default_class_names('type'))
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    init_batchnorm_stats(model, torch.randn(2, 3, 64, 96))
+    save_checkpoint(tmp_path / 'dmnet.safetensors', model, cfg)
+    oracle = _script('oracle_bank')
+    seqs = layout.list_sequences(data, 'val')
+    seg = load_segmenter(tmp_path / 'dmnet.safetensors', 'cpu', precision='fp32',
+                         memory={'label_propagation': 16.0})
+    last = seqs[-1].frames()[-1]
+    mask = torch.from_numpy(layout.read_mask(seqs[-1].mask_path(last, 'type')).astype(np.int64))
+    truth_shares = torch.softmax(mask_logits(mask[None], 9, (2, 3)), 1)
+    kept = {}
+    for mode in ('own', 'truth'):
+        kept[mode] = oracle.run_mode(seg, seqs, mode, 0), seg.local_shares[-1]
+        assert segmenter_module.class_shares is class_shares      # restored
+    assert kept['own'][0].sum() == kept['truth'][0].sum()
+    # what the ELM window keeps of the last frame: its mask's class shares, or not
+    assert torch.allclose(kept['truth'][1], truth_shares, atol=1e-5)
+    assert not torch.allclose(kept['own'][1], truth_shares, atol=1e-2)
+    # a model with no predictions in its bank needs the option
+    with pytest.raises(SystemExit, match='--label-propagation'):
+        oracle.main(['--models', str(tmp_path), '--data', str(data), '--variants', 'dmnet'])
+    out = tmp_path / 'o.json'
+    assert oracle.main(['--models', str(tmp_path), '--data', str(data), '--variants', 'dmnet',
+                        '--label-propagation', '2', '--json', str(out)]) == 0
+    assert json.loads(out.read_text())['label_propagation'] == 2.0

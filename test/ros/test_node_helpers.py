@@ -74,6 +74,9 @@ def test_memory_overrides_and_inference_size():
     assert mem == node_params.MEMORY_DEFAULTS           # enabled=true: the checkpoint's own
     values['memory.global_enabled'] = False
     assert node_params.memory_overrides(values)['global_enabled'] is False
+    assert 'label_propagation' not in mem               # -1: the checkpoint's own
+    values['memory.label_propagation'] = 0.0
+    assert node_params.memory_overrides(values)['label_propagation'] == 0.0
     assert node_params.inference_size(values) is None
     values['inference_size'] = [64, 96]
     assert node_params.inference_size(values) == (64, 96)

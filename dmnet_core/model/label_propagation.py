@@ -1,0 +1,96 @@
+"""Label propagation: the memories' own reads carry the stored predictions' types forward.
+
+The memory reads attend from each 1/32 cell of the current frame to the cells of remembered
+frames. Label propagation (as in self-supervised video object segmentation) reads, through the
+same attention weights, what those frames were predicted to be, and uses it as a prior over the
+instrument types; no weights are added. Legend: `A` attention B x HW x M over M remembered
+cells; `S` those cells' class shares B x M x K (class 0 = background); `pi` the prior over the
+T = K - 1 instrument types, B x T x h x w.
+
+Why (README, issue 15 item 25): the network stores features, and what a memory frame was
+predicted to be stays a small part of them, so a look-alike instrument named right a few frames
+ago is not named right now. Voting over the right cells is what the memories can add.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# Instrument mass that pulls a prior towards uniform: a read that found little votes little.
+EPS = 0.02
+
+
+@dataclass
+class MemoryLabels:
+    """What the memories were predicted to be, beside their keys/values.
+
+    local: class shares of the ELM window's previous frames, B x M x K x h x w (oldest first;
+        the M newest previous frames are used), or None.
+    global_: class shares of the bank frames being read, B x N x K x h x w (same order as the
+        keys), or None.
+    gamma: weight of the prior (0: off).
+    """
+
+    local: torch.Tensor | None
+    global_: torch.Tensor | None
+    gamma: float
+
+
+def attention_weights(q_k: torch.Tensor, mem_k: torch.Tensor) -> torch.Tensor:
+    """The weights of `global_memory.attention_read`: B x Ck x h x w, B x N x Ck x h' x w'
+    -> B x hw x N h' w', each row a softmax (q k^T / sqrt(Ck))."""
+    b, ck = q_k.shape[:2]
+    q = q_k.flatten(2).transpose(1, 2)                                # B x hw x Ck
+    k = mem_k.permute(0, 1, 3, 4, 2).reshape(b, -1, ck)               # B x Nh'w' x Ck
+    return torch.softmax(q.float() @ k.float().transpose(1, 2) / ck ** 0.5, dim=-1)
+
+
+def cells(shares: torch.Tensor) -> torch.Tensor:
+    """B x N x K x h x w -> B x Nhw x K, in the order `attention_weights` uses."""
+    b, _, k = shares.shape[:3]
+    return shares.permute(0, 1, 3, 4, 2).reshape(b, -1, k).float()
+
+
+def type_prior(reads: list[tuple[torch.Tensor, torch.Tensor]], size: tuple[int, int]
+               ) -> torch.Tensor | None:
+    """Prior over the instrument types from one or more reads.
+
+    Args:
+        reads: (A B x hw x M, S B x M x K) pairs; their instrument mass is summed, so each memory
+            counts by how much instrument its read found.
+        size: (h, w) of the query grid.
+
+    Returns:
+        pi, B x (K-1) x h x w, each cell a distribution; None without reads.
+    """
+    if not reads:
+        return None
+    votes = sum(a @ s[..., 1:] for a, s in reads)                     # B x hw x T
+    types = votes.shape[-1]
+    pi = (votes + EPS / types) / (votes.sum(-1, keepdim=True) + EPS)
+    return pi.transpose(1, 2).reshape(pi.shape[0], types, *size)
+
+
+def apply_type_prior(logits: torch.Tensor, prior: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Rename, never find: keep p(background), split the rest among types as p_t pi_t^gamma.
+
+    Args:
+        logits: B x K x H x W.
+        prior: B x (K-1) x h x w (bilinearly resized to H x W).
+        gamma: the prior's weight (0 returns `logits`).
+
+    Returns:
+        log-probabilities B x K x H x W (argmax and softmax as for logits).
+    """
+    if gamma == 0 or logits.shape[1] < 3:        # binary: one type, nothing to rename
+        return logits
+    logp = F.log_softmax(logits.float(), dim=1)
+    log_pi = torch.log(F.interpolate(prior, size=logits.shape[-2:], mode='bilinear',
+                                     align_corners=False).clamp_min(1e-12))
+    types = logp[:, 1:] + gamma * log_pi
+    # log p(instrument) + log p(type | instrument), the latter renormalised with the prior.
+    types = torch.logsumexp(logp[:, 1:], 1, keepdim=True) + types - torch.logsumexp(types, 1,
+                                                                                    keepdim=True)
+    return torch.cat([logp[:, :1], types], dim=1).to(logits.dtype)
