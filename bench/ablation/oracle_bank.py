@@ -2,6 +2,8 @@
 
     python bench/ablation/oracle_bank.py --models runs/mvgt/models_seed0 --data runs/many/data \
         --split val [--variants dmnet_mv dmnet_mvgt] [--max-frames 20] [--json OUT]
+    python bench/ablation/oracle_bank.py --models runs/many/models_seed0 --data runs/lpval/data \
+        --split val --variants local_only global_only dmnet --label-propagation 2
 
 For a model whose global memory stores predictions (`model.global_memory.mask_value`), each
 sequence of a split is segmented twice by the Segmenter, causally, as in the node:
@@ -13,8 +15,12 @@ sequence of a split is segmented twice by the Segmenter, causally, as in the nod
 If ``truth`` is far ahead of ``own``, the read carries what is stored and the stored predictions
 are what holds the memory back; if the two are close, the read does not carry the type even
 when the bank holds the right one, and the fault is in the read (keys, resolution, fusion).
-Reported per mode: the dataset mIoU of the instrument types (`dmnet_core.metrics`'s rule) and the
-share of found instrument pixels named right. Use generated validation data only.
+With `--label-propagation GAMMA` (README item 25) any memory model runs with label
+propagation, and ``truth`` makes the ELM window and the bank keep each frame's ground-truth class
+shares instead of its prediction's: if that is far ahead of ``own``, the reads find the same
+instrument and the names they find are what fails. Reported per mode: the dataset mIoU of the
+instrument types (`dmnet_core.metrics`'s rule) and the share of found instrument pixels named
+right. Use generated validation data only.
 """
 from __future__ import annotations
 
@@ -39,7 +45,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument('--data', type=Path, required=True, help='generated dataset (type masks)')
     ap.add_argument('--split', default='val')
     ap.add_argument('--variants', nargs='+', default=['dmnet_mv', 'dmnet_mvgt'],
-                    choices=[v for v, flags in VARIANTS.items() if '--mask-value' in flags])
+                    choices=[v for v in VARIANTS if v != 'single_frame'],
+                    help='models with predictions in the bank, or any memory model with '
+                         '--label-propagation')
+    ap.add_argument('--label-propagation', type=float, default=None, metavar='GAMMA',
+                    help='run with label propagation (model.label_propagation); then '
+                         "'truth' stores each frame's ground-truth class shares for it instead "
+                         'of the prediction (ELM window and bank alike)')
     ap.add_argument('--max-frames', type=int, default=0,
                     help='first N frames per sequence (0: all)')
     ap.add_argument('--device', default='cpu')
@@ -61,22 +73,30 @@ def run_mode(seg, sequences: list, mode: str, max_frames: int) -> np.ndarray:
     """Segment every sequence with the bank holding predictions ('own') or truth; C x C counts."""
     import torch
 
+    from dmnet_core import segmenter as segmenter_module
     from dmnet_core.data import layout
     from dmnet_core.metrics import confusion
-    from dmnet_core.model.global_memory import mask_logits
+    from dmnet_core.model.global_memory import class_shares, mask_logits
 
     model = seg.model
     c = len(seg.class_names)
     current: dict = {}
     original = type(model).global_key_value.__get__(model)
 
+    def truth_logits(like: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        mask = torch.from_numpy(current['gt'].astype(np.int64))[None].to(like.device)
+        return mask_logits(mask, c, size)
+
     def key_value(f32, logits=None):
         if logits is not None and mode == 'truth':
-            mask = torch.from_numpy(current['gt'].astype(np.int64))[None].to(f32.device)
-            logits = mask_logits(mask, c, logits.shape[-2:])
+            logits = truth_logits(f32, logits.shape[-2:])
         return original(f32, logits)
 
+    def shares(logits, size):                     # what label propagation keeps per frame
+        return class_shares(truth_logits(logits, size) if mode == 'truth' else logits, size)
+
     model.global_key_value = key_value           # shadows the method on this instance only
+    segmenter_module.class_shares = shares
     conf = np.zeros((c, c), dtype=np.int64)
     try:
         for seq in sequences:
@@ -88,6 +108,7 @@ def run_mode(seg, sequences: list, mode: str, max_frames: int) -> np.ndarray:
                 conf += confusion(pred, gt, c)
     finally:
         del model.global_key_value
+        segmenter_module.class_shares = class_shares
     return conf
 
 
@@ -108,10 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         path = args.models / f'{v}.safetensors'
         if not path.is_file():
             raise SystemExit(f'oracle_bank: no checkpoint {path}')
-        seg = load_segmenter(path, args.device, precision='fp32')
-        if not seg.model.global_mask_value:
+        lp = args.label_propagation
+        seg = load_segmenter(path, args.device, precision='fp32',
+                             memory=None if lp is None else {'label_propagation': lp})
+        if not (seg.model.global_mask_value or seg.label_propagation):
             raise SystemExit(f'oracle_bank: {path} stores no predictions in its bank '
-                             '(model.global_memory.mask_value is off)')
+                             '(model.global_memory.mask_value is off); give '
+                             '--label-propagation to test what its reads carry')
         out[v] = {}
         for mode in MODES:
             out[v][mode] = r = scores(run_mode(seg, sequences, mode, args.max_frames))
@@ -121,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({'models_dir': str(args.models), 'data': str(args.data),
                                          'split': args.split, 'max_frames': args.max_frames,
+                                         'label_propagation': args.label_propagation,
                                          'models': out}, indent=1))
     return 0
 
