@@ -93,4 +93,8 @@ def apply_type_prior(logits: torch.Tensor, prior: torch.Tensor, gamma: float) ->
     # log p(instrument) + log p(type | instrument), the latter renormalised with the prior.
     types = torch.logsumexp(logp[:, 1:], 1, keepdim=True) + types - torch.logsumexp(types, 1,
                                                                                     keepdim=True)
-    return torch.cat([logp[:, :1], types], dim=1).to(logits.dtype)
+    out = torch.cat([logp[:, :1], types], dim=1).to(logits.dtype)
+    # Keep the decoder's layout: a channels-last argmax over K is several times faster on a CPU.
+    if logits.is_contiguous(memory_format=torch.channels_last):
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out

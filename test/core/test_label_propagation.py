@@ -77,6 +77,10 @@ def test_apply_keeps_background_and_renames_among_types():
     assert torch.allclose(p_out[:, 0], p_in[:, 0], atol=1e-6)
     assert torch.allclose(p_out.sum(1), torch.ones(1, 1, 1), atol=1e-6)
     assert int(p_in[0, 1:].argmax()) == 0 and int(p_out[0, 1:].argmax()) == 1
+    # the decoder's channels-last layout is kept (the Segmenter's argmax runs on it)
+    wide = torch.randn(1, K, 8, 10).contiguous(memory_format=torch.channels_last)
+    assert apply_type_prior(wide, torch.full((1, K - 1, 2, 3), 1 / (K - 1)), 2.0).is_contiguous(
+        memory_format=torch.channels_last)
     # gamma 0, and a task with a single instrument class, are left alone
     assert apply_type_prior(logits, prior, 0.0) is logits
     binary = torch.randn(1, 2, 4, 4)
