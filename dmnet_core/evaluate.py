@@ -228,7 +228,8 @@ def evaluate(data: str | Path, out: str | Path | None, checkpoint: str | Path | 
              device: str = 'auto', split: str = 'test', segmenter: Any = None, *,
              task: str | None = None, precision: str = 'auto', max_frames: int | None = None,
              min_gt_pixels: int = 10, progress: bool = False,
-             inference_size: tuple[int, int] | None = None) -> dict:
+             inference_size: tuple[int, int] | None = None,
+             memory: dict[str, Any] | None = None) -> dict:
     """Evaluate a checkpoint (default: the shipped model) on a split; write the report.
 
     Args:
@@ -244,6 +245,7 @@ def evaluate(data: str | Path, out: str | Path | None, checkpoint: str | Path | 
         min_gt_pixels: seed-paper per-class threshold.
         progress: show a tqdm bar.
         inference_size: (H, W) the model runs at (multiples of 32); None = the checkpoint's.
+        memory: memory settings that change no weight (`load_segmenter`'s `memory`).
 
     Returns:
         The report written to report.json.
@@ -257,7 +259,7 @@ def evaluate(data: str | Path, out: str | Path | None, checkpoint: str | Path | 
         if checkpoint is not None and not Path(checkpoint).is_file():
             raise FileNotFoundError(f'checkpoint not found: {checkpoint}')
         segmenter = load_segmenter(checkpoint, device, precision=precision,
-                                   inference_size=inference_size)
+                                   inference_size=inference_size, memory=memory)
         if checkpoint is None:
             from dmnet_core.checkpoint import DEFAULT_CHECKPOINT
             ckpt_name = (str(DEFAULT_CHECKPOINT) if DEFAULT_CHECKPOINT.is_file() else
@@ -280,6 +282,7 @@ def evaluate(data: str | Path, out: str | Path | None, checkpoint: str | Path | 
         'split': split,
         'task': segmenter.task,
         'inference_size': list(getattr(segmenter, 'inference_size', []) or []),
+        'memory': dict(memory or {}),
         'timing': timing,
         **{k: v for k, v in summary.items() if k not in ('mean_dice', 'mean_iou', 'binary_dice')},
     }
@@ -316,7 +319,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     p.add_argument('--inference-size', type=int, nargs=2, default=None, metavar=('H', 'W'),
                    help="size the model runs at, multiples of 32 (default: the checkpoint's)")
+    p.add_argument('--memory', nargs='+', default=None, metavar='KEY=VALUE',
+                   help="memory settings that change no weight, as the node's memory.* "
+                        'parameters: alpha, beta, n_read, capacity, policy, eviction, '
+                        'read_sampling, uniform_stride, seed, label_propagation, '
+                        'local_enabled, global_enabled')
     p.set_defaults(func=run)
+
+
+def parse_memory(items: list[str] | None) -> dict[str, Any] | None:
+    """['n_read=2', 'policy=recent', 'local_enabled=false'] -> {'n_read': 2, ...}."""
+    if not items:
+        return None
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition('=')
+        if not sep or not key or not text:
+            raise ValueError(f'--memory {item!r}: expected KEY=VALUE')
+        value: Any = text
+        if text.lower() in ('true', 'false'):
+            value = text.lower() == 'true'
+        else:
+            for kind in (int, float):
+                try:
+                    value = kind(text)
+                    break
+                except ValueError:
+                    continue
+        out[key] = value
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -326,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate(args.data, args.out, args.checkpoint, args.device, args.split,
                       task=args.task, precision=args.precision, max_frames=args.max_frames,
                       min_gt_pixels=args.min_gt_pixels, progress=not args.no_progress,
-                      inference_size=args.inference_size)
+                      inference_size=args.inference_size, memory=parse_memory(args.memory))
     print(f"mean_dice {_f(report['mean_dice'])}  mean_iou {_f(report['mean_iou'])}  "
           f"binary_dice {_f(report['binary_dice'])}  fps {report['fps'] or 0:.1f}  "
           f"-> {Path(args.out) / 'report.json'}")

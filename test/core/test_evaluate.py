@@ -158,3 +158,22 @@ def test_cli_errors_name_the_input(data, checkpoint, tmp_path, capsys) -> None:
         assert str(mask) in capsys.readouterr().err
     finally:
         mask.write_bytes(saved)
+
+
+def test_memory_flag_reaches_the_segmenter_and_names_bad_items(data, checkpoint, tmp_path,
+                                                               capsys) -> None:
+    from dmnet_core.evaluate import parse_memory
+    assert parse_memory(['n_read=2', 'alpha=-0.5', 'policy=recent', 'local_enabled=false']) == {
+        'n_read': 2, 'alpha': -0.5, 'policy': 'recent', 'local_enabled': False}
+    assert parse_memory(None) is None
+    base = ['evaluate', '--data', str(data), '--checkpoint', str(checkpoint), '--device', 'cpu',
+            '--no-progress', '--max-frames', '2']
+    off = tmp_path / 'off'
+    assert main([*base, '--out', str(off), '--memory', 'local_enabled=false',
+                 'global_enabled=false']) == 0
+    rep = json.loads((off / 'report.json').read_text())
+    assert rep['memory'] == {'local_enabled': False, 'global_enabled': False}
+    assert main([*base, '--out', str(tmp_path / 'r'), '--memory', 'n_read']) == 2
+    assert "'n_read': expected KEY=VALUE" in capsys.readouterr().err
+    assert main([*base, '--out', str(tmp_path / 'r'), '--memory', 'bogus=1']) == 2
+    assert 'bogus' in capsys.readouterr().err
