@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from dmnet_core.model.dmnet import DMNet
-from dmnet_core.model.global_memory import mask_logits
+from dmnet_core.model.global_memory import class_shares, mask_logits
+from dmnet_core.model.label_propagation import MemoryLabels
 from dmnet_core.model.transforms import normalize
 
 __all__ = ['forward_clip', 'normalize']
@@ -18,8 +19,8 @@ __all__ = ['forward_clip', 'normalize']
 
 def forward_clip(model: DMNet, clip: torch.Tensor,
                  global_frames: torch.Tensor | None = None,
-                 global_masks: torch.Tensor | None = None, gt_share: float = 0.0
-                 ) -> torch.Tensor:
+                 global_masks: torch.Tensor | None = None, gt_share: float = 0.0,
+                 label_propagation: float = 0.0) -> torch.Tensor:
     """Run a clip frame by frame with the ConvLSTM state carried through it (back-propagated).
 
     Frame t's local window is the clip's frames max(0, t-T+1)..t, exactly as in inference; every
@@ -34,6 +35,10 @@ def forward_clip(model: DMNet, clip: torch.Tensor,
         gt_share: with predictions in the bank and `global_masks`, each memory frame stores its
             ground-truth mask instead of the network's prediction with this probability (drawn
             from torch's global generator); 0 = always the prediction, as at inference.
+        label_propagation: gamma > 0 trains through label propagation as the Segmenter runs it:
+            each frame's type prior is read from the local window's previous clip frames'
+            predictions and the memory frames' own predictions (both detached), so the loss
+            reaches the reads' keys through the prior.
 
     Returns:
         logits B x T x K x H x W at input resolution.
@@ -52,10 +57,10 @@ def forward_clip(model: DMNet, clip: torch.Tensor,
         frames = torch.cat([frames, global_frames.flatten(0, 1)])
     # One batched encoder pass for clip and global frames (batch-norm sees them together).
     skips, f32 = model.encode(frames)
-    mem_k = mem_v = None
+    mem_k = mem_v = g_shares = None
     if use_global:
         g_logits = None
-        if model.global_mask_value:
+        if model.global_mask_value or label_propagation > 0:
             # What the Segmenter would have predicted for each memory frame on its own (no
             # history), detached: at inference the bank holds the model's predictions, not GT.
             # In train mode this pass also feeds batch-norm statistics, from frames of the
@@ -64,14 +69,24 @@ def forward_clip(model: DMNet, clip: torch.Tensor,
                 g_logits, _ = model.step([s[b * t:] for s in skips], f32[b * t:])
                 if gt_share > 0 and global_masks is not None:
                     g_logits = _teacher_logits(g_logits, global_masks.flatten(0, 1), gt_share)
-        k, v = model.global_key_value(f32[b * t:], g_logits)     # BG x Ck x h x w
-        mem_k = k.unflatten(0, (b, g))
+        if label_propagation > 0:
+            g_shares = class_shares(g_logits, f32.shape[-2:]).unflatten(0, (b, g))
+        k, v = model.global_key_value(f32[b * t:], g_logits if model.global_mask_value else None)
+        mem_k = k.unflatten(0, (b, g))                           # B x G x Ck x h x w
         mem_v = v.unflatten(0, (b, g))
     skips = [s[:b * t].unflatten(0, (b, t)) for s in skips]      # each B x T x Cs x hs x ws
     f32 = f32[:b * t].unflatten(0, (b, t))                       # B x T x C x h x w
-    state, out = None, []
+    state, out, kept = None, [], []
+    window = model.local_memory.window - 1 if model.local_memory is not None else 0
     for i in range(t):
-        logits, state = model.step([s[:, i] for s in skips], f32[:, i], state, mem_k, mem_v)
+        labels = None
+        if label_propagation > 0:
+            labels = MemoryLabels(local=torch.stack(kept, 1) if kept else None,
+                                  global_=g_shares, gamma=label_propagation)
+        logits, state = model.step([s[:, i] for s in skips], f32[:, i], state, mem_k, mem_v,
+                                   labels)
+        if label_propagation > 0 and window > 0:
+            kept = [*kept, class_shares(logits.detach(), f32.shape[-2:])][-window:]
         out.append(F.interpolate(logits, size=(h, w), mode='bilinear', align_corners=False))
     return torch.stack(out, dim=1)
 

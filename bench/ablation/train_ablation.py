@@ -57,6 +57,11 @@ VARIANTS = {                          # name -> `dmnet train` flags
     'dmnet_mvgt_warm': ['--mask-value', '--key-position', '3', '--memory-gt-masks', '0.5',
                         '--mask-value-init', 'default'],
 }
+# Item 25: trained through label propagation (gamma 2), so the reads' keys learn from the
+# prior over the types and the type logits learn to leave room for it.
+VARIANTS.update({'local_only_lp': ['--no-global', '--label-propagation', '2'],
+                 'global_only_lp': ['--no-local', '--label-propagation', '2'],
+                 'dmnet_lp': ['--label-propagation', '2']})
 FOUR = ('single_frame', 'local_only', 'global_only', 'dmnet')   # the paper's ablation
 
 

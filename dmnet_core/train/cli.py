@@ -49,6 +49,8 @@ def apply_overrides(exp: ExperimentConfig, args: argparse.Namespace) -> Experime
         exp.model.global_memory.mask_value = True
     if getattr(args, 'mask_value_init', None) is not None:
         exp.model.global_memory.mask_value_init = args.mask_value_init
+    if getattr(args, 'label_propagation', None) is not None:
+        exp.model.label_propagation = args.label_propagation
     if getattr(args, 'key_position', None) is not None:
         exp.model.global_memory.key_position = args.key_position
     if args.no_amp:
@@ -101,6 +103,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument('--memory-gt-masks', type=float, default=None, metavar='P',
                    help='with --mask-value: share of training memory frames that store their '
                         'ground-truth mask instead of the prediction (train.memory_gt_masks)')
+    p.add_argument('--label-propagation', type=float, default=None, metavar='GAMMA',
+                   help="train (and run) with label propagation's prior over the types "
+                        '(model.label_propagation; 0: off)')
     p.add_argument('--no-amp', action='store_true', help='no autocast on CUDA')
     p.add_argument('--init', default=None, metavar='CHECKPOINT',
                    help='fine-tune: start from these weights, with their model config '

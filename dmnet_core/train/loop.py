@@ -86,16 +86,19 @@ log = logging.getLogger(__name__)
 class ClipForward(nn.Module):
     """`forward_clip` as a module's forward, so DistributedDataParallel sees the call."""
 
-    def __init__(self, model: nn.Module, memory_gt_masks: float = 0.0) -> None:
+    def __init__(self, model: nn.Module, memory_gt_masks: float = 0.0,
+                 label_propagation: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.memory_gt_masks = memory_gt_masks
+        self.label_propagation = label_propagation
 
     def forward(self, clip: torch.Tensor, global_frames: torch.Tensor | None,
                 global_masks: torch.Tensor | None = None) -> torch.Tensor:
         from dmnet_core.train_wrapper import forward_clip
         return forward_clip(self.model, clip, global_frames, global_masks,
-                            gt_share=self.memory_gt_masks)
+                            gt_share=self.memory_gt_masks,
+                            label_propagation=self.label_propagation)
 
 
 @dataclass
@@ -221,7 +224,7 @@ def train(exp: ExperimentConfig, resume: bool = False, *,
     torch.manual_seed(t.seed)
     # ImageNet weights only for a fresh start; a checkpoint or a resume brings its own.
     raw = build_model(exp.model, pretrained=meta is None and not t.init_checkpoint).to(device)
-    net: nn.Module = ClipForward(raw, t.memory_gt_masks)
+    net: nn.Module = ClipForward(raw, t.memory_gt_masks, exp.model.label_propagation)
     staged = len(plan.names) > 1
     if dist_info.world > 1:
         net = nn.parallel.DistributedDataParallel(

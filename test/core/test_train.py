@@ -340,3 +340,24 @@ def test_init_and_resume_never_read_the_imagenet_file(data, tmp_path, no_lite0_p
     assert train(exp)['out_dir'] == str(tmp_path / 'init')
     exp.train.epochs = 2
     assert train(exp, resume=True)['out_dir'] == str(tmp_path / 'init')
+
+
+def test_label_propagation_trains_through_the_prior(data, tmp_path) -> None:
+    """--label-propagation: the loss sees the prior (type task) and the checkpoint keeps it."""
+    from dmnet_core.config import default_class_names
+
+    def run(out: str, gamma: float) -> dict:
+        exp = _exp(data, tmp_path / out)
+        exp.model.task, exp.model.class_names = 'type', default_class_names('type')
+        exp.model.label_propagation = gamma
+        return train(exp)
+
+    off, on = run('off', 0.0), run('on', 2.0)
+    assert off['losses'][0] != pytest.approx(on['losses'][0], rel=1e-4)
+    cfg, _, _ = load_checkpoint(tmp_path / 'on' / 'best.safetensors')
+    assert cfg.label_propagation == 2.0
+    rc = main(['train', '--config', str(_yaml(tmp_path, data)), '--out', str(tmp_path / 'cli'),
+               '--label-propagation', '1.5', '--epochs', '1', '--iters', '1'])
+    assert rc == 0
+    assert load_yaml(tmp_path / 'cli' / 'config.yaml', ExperimentConfig).model.label_propagation \
+        == 1.5
