@@ -139,8 +139,9 @@ class DMNet(nn.Module):
              labels: MemoryLabels | None = None) -> tuple[torch.Tensor, LocalState | None]:
         """Everything after `encode` for one frame: the shared path of training and inference.
 
-        `labels` (inference): what the remembered frames were predicted to be; with gamma > 0
-        the reads' attention carries their instrument types to this frame (label propagation).
+        `labels`: what the remembered frames were predicted to be; with gamma > 0 the reads'
+        attention carries their instrument types to this frame (label propagation; the
+        Segmenter, and `forward_clip` when trained with it).
 
         Returns:
             logits B x K x H/4 x W/4 (log-probabilities when labels were propagated), and the
