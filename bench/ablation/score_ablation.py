@@ -115,8 +115,9 @@ def parameters(path: Path) -> dict:
 
 def overrides(args: argparse.Namespace, memory: dict | None = None) -> dict | None:
     """`memory` plus `--label-propagation` when given (None when there is nothing to change)."""
-    if args.label_propagation is not None:
-        memory = {**(memory or {}), 'label_propagation': args.label_propagation}
+    gamma = getattr(args, 'label_propagation', None)        # other scripts' args lack it
+    if gamma is not None:
+        memory = {**(memory or {}), 'label_propagation': gamma}
     return memory
 
 

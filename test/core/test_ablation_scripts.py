@@ -495,3 +495,15 @@ def test_oracle_bank_with_label_propagation_swaps_what_the_memories_keep(tmp_pat
     assert oracle.main(['--models', str(tmp_path), '--data', str(data), '--variants', 'dmnet',
                         '--label-propagation', '2', '--json', str(out)]) == 0
     assert json.loads(out.read_text())['label_propagation'] == 2.0
+
+
+def test_score_ablation_label_propagation_reaches_every_run() -> None:
+    """--label-propagation joins each run's memory settings; scripts without it are unchanged."""
+    import argparse
+    score = _script('score_ablation')
+    args = score.parse_args(['--label-propagation', '2'])
+    assert score.overrides(args) == {'label_propagation': 2.0}
+    assert score.overrides(args, {'policy': 'recent'}) == {'policy': 'recent',
+                                                           'label_propagation': 2.0}
+    assert score.overrides(score.parse_args([]), {'n_read': 2}) == {'n_read': 2}
+    assert score.overrides(argparse.Namespace(), None) is None     # e.g. diagnose_memory's args
