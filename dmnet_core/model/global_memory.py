@@ -89,14 +89,19 @@ class GlobalMemoryReader(nn.Module):
         also carries what the network predicted there; a query's own value never does (its
         prediction is what is being computed).
         """
-        key, value = self.key(f), self.value(f)
+        value = self.value(f)
+        if self.mask is not None and logits is not None:
+            value = value + self.mask(class_shares(logits, f.shape[-2:]).to(value.dtype))
+        return self.key_of(f), value
+
+    def key_of(self, f: torch.Tensor) -> torch.Tensor:
+        """B x C x h x w -> key B x Ck x h x w (with the position term when built)."""
+        key = self.key(f)
         if self.key_pos is not None:
             freqs = self.key_pos.in_channels // 4
             pe = position_features(f.shape[-2:], freqs, f.device, key.dtype)
             key = key + self.key_pos(pe)                  # 1 x Ck x h x w, broadcast over B
-        if self.mask is not None and logits is not None:
-            value = value + self.mask(class_shares(logits, f.shape[-2:]).to(value.dtype))
-        return key, value
+        return key
 
     def forward(self, query: torch.Tensor, mem_k: torch.Tensor | None,
                 mem_v: torch.Tensor | None) -> torch.Tensor:
@@ -113,7 +118,7 @@ class GlobalMemoryReader(nn.Module):
 
     def read_weights(self, query: torch.Tensor, mem_k: torch.Tensor) -> torch.Tensor:
         """The attention `forward` reads `mem_k` (B x N x Ck x h x w) with: B x hw x Nhw."""
-        return attention_weights(self.key_value(query)[0], mem_k)
+        return attention_weights(self.key_of(query), mem_k)
 
 
 def position_features(size: tuple[int, int], freqs: int, device: torch.device | None = None,
