@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,11 +36,33 @@ from dmnet_core.model.global_memory import (
     ActivePolicy,
     MemoryBank,
     MemoryEntry,
+    attention_weights,
     class_shares,
     descriptor_distance,
+    memory_cells,
 )
 
-__all__ = ['MemoryProbe', 'RecordingPolicy', 'admit_sweep', 'attention_stats', 'probe_segmenter']
+__all__ = ['MemoryProbe', 'RecordingPolicy', 'admit_sweep', 'attention_stats', 'probe_segmenter',
+           'shadowed']
+
+
+@contextmanager
+def shadowed(owner: object, name: str, replacement: object) -> Iterator[None]:
+    """`owner.name` is `replacement` inside the block, as it was after it.
+
+    For a call no hook sees: a method that is not a module's forward (set on one instance, the
+    class is untouched) or a module-level function another module looks up at call time.
+    """
+    own = vars(owner)
+    had, saved = name in own, own.get(name)
+    setattr(owner, name, replacement)
+    try:
+        yield
+    finally:
+        if had:
+            setattr(owner, name, saved)
+        else:
+            delattr(owner, name)
 
 
 def attention_stats(q_k: torch.Tensor, mem_k: torch.Tensor, mem_v: torch.Tensor
@@ -55,12 +77,10 @@ def attention_stats(q_k: torch.Tensor, mem_k: torch.Tensor, mem_v: torch.Tensor
     Returns:
         (read B x Cv x H x W, normalised entropy B, attention mass per memory frame B x N).
     """
-    b, ck, h, w = q_k.shape
+    b, _, h, w = q_k.shape
     n = mem_k.shape[1]
-    q = q_k.float().flatten(2).transpose(1, 2)                             # B x HW x Ck
-    k = mem_k.float().permute(0, 1, 3, 4, 2).reshape(b, -1, ck)            # B x NHW x Ck
-    v = mem_v.float().permute(0, 1, 3, 4, 2).reshape(b, -1, mem_v.shape[2])
-    attn = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(ck), dim=-1)    # B x HW x NHW
+    attn = attention_weights(q_k, mem_k)                                   # B x HW x NHW
+    v = memory_cells(mem_v).float()                                        # B x NHW x Cv
     positions = attn.shape[-1]
     ent = -(attn * attn.clamp_min(1e-12).log()).sum(-1).mean(-1)           # B
     ent = ent / math.log(positions) if positions > 1 else torch.zeros_like(ent)
@@ -117,26 +137,23 @@ class MemoryProbe:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.records = ProbeRecords()
-        self._handles: list = []
+        self._stack = ExitStack()
 
     def __enter__(self) -> MemoryProbe:
-        if getattr(self.model, 'global_memory', None) is not None:
-            self._handles.append(self.model.global_memory.register_forward_hook(self._global))
-        if getattr(self.model, 'local_memory', None) is not None:
-            self._handles.append(self.model.local_memory.register_forward_hook(self._local))
         reader = getattr(self.model, 'global_memory', None)
+        if reader is not None:
+            self._stack.callback(reader.register_forward_hook(self._global).remove)
+        if getattr(self.model, 'local_memory', None) is not None:
+            self._stack.callback(
+                self.model.local_memory.register_forward_hook(self._local).remove)
         if reader is not None and getattr(reader, 'mask', None) is not None:
-            # key_value is no forward, so no hook sees it: shadow it on the instance.
-            reader.key_value = self._key_value_recorder(reader)
+            # key_value is no forward, so no hook sees it.
+            self._stack.enter_context(shadowed(reader, 'key_value',
+                                               self._key_value_recorder(reader)))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-        reader = getattr(self.model, 'global_memory', None)
-        if reader is not None and 'key_value' in vars(reader):
-            del reader.key_value
+        self._stack.close()
 
     def _key_value_recorder(self, reader: nn.Module):
         original = type(reader).key_value.__get__(reader)

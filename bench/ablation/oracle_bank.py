@@ -75,6 +75,7 @@ def run_mode(seg, sequences: list, mode: str, max_frames: int) -> np.ndarray:
 
     from dmnet_core import segmenter as segmenter_module
     from dmnet_core.data import layout
+    from dmnet_core.memory_diagnostics import shadowed
     from dmnet_core.metrics import confusion
     from dmnet_core.model.global_memory import class_shares, mask_logits
 
@@ -95,10 +96,9 @@ def run_mode(seg, sequences: list, mode: str, max_frames: int) -> np.ndarray:
     def shares(logits, size):                     # what label propagation keeps per frame
         return class_shares(truth_logits(logits, size) if mode == 'truth' else logits, size)
 
-    model.global_key_value = key_value           # shadows the method on this instance only
-    segmenter_module.class_shares = shares
     conf = np.zeros((c, c), dtype=np.int64)
-    try:
+    with shadowed(model, 'global_key_value', key_value), \
+            shadowed(segmenter_module, 'class_shares', shares):
         for seq in sequences:
             seg.reset()
             frames = seq.frames()[:max_frames or None]
@@ -106,9 +106,6 @@ def run_mode(seg, sequences: list, mode: str, max_frames: int) -> np.ndarray:
                 current['gt'] = gt = layout.read_mask(seq.mask_path(frame, seg.task))
                 pred = seg.step(layout.read_image(frame))
                 conf += confusion(pred, gt, c)
-    finally:
-        del model.global_key_value
-        segmenter_module.class_shares = class_shares
     return conf
 
 

@@ -21,7 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dmnet_core.model.label_propagation import attention_weights
+
+def memory_cells(mem: torch.Tensor) -> torch.Tensor:
+    """B x N x C x h x w -> B x Nhw x C: every memory cell a row, in the order the reads use."""
+    b, _, c = mem.shape[:3]
+    return mem.permute(0, 1, 3, 4, 2).reshape(b, -1, c)
 
 
 def attention_read(q_k: torch.Tensor, mem_k: torch.Tensor, mem_v: torch.Tensor) -> torch.Tensor:
@@ -38,12 +42,21 @@ def attention_read(q_k: torch.Tensor, mem_k: torch.Tensor, mem_v: torch.Tensor) 
         B x Cv x H x W.
     """
     b, _, h, w = q_k.shape
-    cv = mem_v.shape[2]
     q = q_k.flatten(2).transpose(1, 2)                                # B x HW x Ck
-    k = mem_k.permute(0, 1, 3, 4, 2).reshape(b, -1, mem_k.shape[2])   # B x NHW x Ck
-    v = mem_v.permute(0, 1, 3, 4, 2).reshape(b, -1, cv)               # B x NHW x Cv
-    out = F.scaled_dot_product_attention(q, k, v)                     # B x HW x Cv
-    return out.transpose(1, 2).reshape(b, cv, h, w)
+    out = F.scaled_dot_product_attention(q, memory_cells(mem_k), memory_cells(mem_v))
+    return out.transpose(1, 2).reshape(b, mem_v.shape[2], h, w)      # from B x HW x Cv
+
+
+def attention_weights(q_k: torch.Tensor, mem_k: torch.Tensor) -> torch.Tensor:
+    """The weights `attention_read` reads with: B x Ck x H x W, B x N x Ck x h x w ->
+    B x HW x Nhw, each row a softmax (q k^T / sqrt(Ck)), in float32.
+
+    Label propagation and the diagnostics need the weights themselves; the read keeps the fused
+    SDPA kernel, so a frame with label propagation computes them twice (tiny at 1/32).
+    """
+    q = q_k.flatten(2).transpose(1, 2).float()                        # B x HW x Ck
+    k = memory_cells(mem_k).float()                                   # B x Nhw x Ck
+    return torch.softmax(q @ k.transpose(1, 2) / math.sqrt(q_k.shape[1]), dim=-1)
 
 
 class GlobalMemoryReader(nn.Module):

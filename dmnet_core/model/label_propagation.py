@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from dmnet_core.model.global_memory import memory_cells
+
 # Instrument mass that pulls a prior towards uniform: a read that found little votes little.
 EPS = 0.02
 
@@ -38,19 +40,9 @@ class MemoryLabels:
     gamma: float
 
 
-def attention_weights(q_k: torch.Tensor, mem_k: torch.Tensor) -> torch.Tensor:
-    """The weights of `global_memory.attention_read`: B x Ck x h x w, B x N x Ck x h' x w'
-    -> B x hw x N h' w', each row a softmax (q k^T / sqrt(Ck))."""
-    b, ck = q_k.shape[:2]
-    q = q_k.flatten(2).transpose(1, 2)                                # B x hw x Ck
-    k = mem_k.permute(0, 1, 3, 4, 2).reshape(b, -1, ck)               # B x Nh'w' x Ck
-    return torch.softmax(q.float() @ k.float().transpose(1, 2) / ck ** 0.5, dim=-1)
-
-
 def cells(shares: torch.Tensor) -> torch.Tensor:
     """B x N x K x h x w -> B x Nhw x K, in the order `attention_weights` uses."""
-    b, _, k = shares.shape[:3]
-    return shares.permute(0, 1, 3, 4, 2).reshape(b, -1, k).float()
+    return memory_cells(shares).float()
 
 
 def type_prior(reads: list[tuple[torch.Tensor, torch.Tensor]], size: tuple[int, int]

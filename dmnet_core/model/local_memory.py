@@ -16,8 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dmnet_core.model.global_memory import attention_read
-from dmnet_core.model.label_propagation import attention_weights
+from dmnet_core.model.global_memory import attention_read, attention_weights
 
 
 class ConvLSTMCell(nn.Module):

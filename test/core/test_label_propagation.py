@@ -8,11 +8,10 @@ from dmnet_core import Segmenter, load_segmenter
 from dmnet_core.checkpoint import save_checkpoint
 from dmnet_core.config import default_class_names
 from dmnet_core.model import build_model, init_batchnorm_stats
-from dmnet_core.model.global_memory import attention_read
+from dmnet_core.model.global_memory import attention_read, attention_weights
 from dmnet_core.model.label_propagation import (
     MemoryLabels,
     apply_type_prior,
-    attention_weights,
     cells,
     type_prior,
 )

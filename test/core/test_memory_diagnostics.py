@@ -131,3 +131,23 @@ def test_admit_sweep_rule() -> None:
     dist = score_distributions([seq])
     assert dist['r']['p50'] == pytest.approx(-0.1)
     assert dist['s_consecutive']['p5'] == pytest.approx(-math.sqrt(2), rel=1e-3)
+
+
+def test_shadowed_restores_what_it_replaced_even_on_error() -> None:
+    import types
+
+    from dmnet_core.memory_diagnostics import shadowed
+
+    class Reader:
+        def key_value(self):
+            return 'class'
+
+    r = Reader()
+    with shadowed(r, 'key_value', lambda: 'shadow'):
+        assert r.key_value() == 'shadow' and Reader().key_value() == 'class'
+    assert r.key_value() == 'class' and 'key_value' not in vars(r)
+    module = types.SimpleNamespace(class_shares=lambda: 'own')
+    with pytest.raises(RuntimeError), shadowed(module, 'class_shares', lambda: 'truth'):
+        assert module.class_shares() == 'truth'
+        raise RuntimeError
+    assert module.class_shares() == 'own'
