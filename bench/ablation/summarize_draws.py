@@ -1,6 +1,6 @@
 """Several training draws of the memory ablation, side by side: mean, spread and the issue's bars.
 
-    python bench/ablation/summarize_draws.py run1=bench/results/ablation.json \
+    python bench/ablation/summarize_draws.py run1=bench/results/ablation_draws/run1_7919.json \
         run2=bench/results/ablation_rerun.json ... [--json OUT.json] [--md OUT.md]
 
 Each input is a `score_ablation.py --json` file (one training draw of the four variants, scored
@@ -25,7 +25,8 @@ BARS = {'local_only': 1.0, 'global_only': 1.0, 'dmnet': 3.0}
 # The extended variants (issue 15, item 5) answer to the bar of the model they extend.
 EXTRA_BARS = {'global_only_mv': 1.0, 'dmnet_mv': 3.0, 'dmnet_mvpos': 3.0,
               'global_only_mvgt': 1.0, 'dmnet_mvgt': 3.0, 'dmnet_mvgt_warm': 3.0,
-              'local_only_lp': 1.0, 'global_only_lp': 1.0, 'dmnet_lp': 3.0}
+              'local_only_lp': 1.0, 'global_only_lp': 1.0, 'dmnet_lp': 3.0,
+              'local_only_lp_clip9': 1.0}
 LABELS = {'dmnet': 'DMNet', 'dmnet_mv': 'DMNet_mv', 'dmnet_mvpos': 'DMNet_mvpos',
           'dmnet_mvgt': 'DMNet_mvgt', 'dmnet_mvgt_warm': 'DMNet_mvgt_warm'}
 

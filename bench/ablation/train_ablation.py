@@ -2,7 +2,12 @@
 
     python bench/ablation/train_ablation.py [--data DIR] [--stage1-iters N] [--iters N] ...
 
-1. Data: `--data` (default runs/ablation/data); generated with `dmnet synth` when missing.
+The defaults are the recipe of the committed checkpoints (README, issue 15 items 20, 25, 26):
+ImageNet Lite0 start with the jaws weighed (config/ablation_type_lite0_jaws.yaml), 960 generated
+20-frame sequences, 3,200 single-frame iterations, then 800 per variant at 0.3x the learning
+rate on 9-frame clips, the memories trained through label propagation (gamma 2).
+
+1. Data: `--data` (default runs/ablation_lp/data); generated with `dmnet synth` when missing.
    The model's class names are the data set's type classes (RUNS/config.yaml is `--config`
    with them).
 2. Stage 1 (the authors' single-frame training), shared by all four: the backbone alone,
@@ -10,7 +15,8 @@
 3. Each variant starts from those weights (`--init ... --new-memories`) and trains `--iters`
    more iterations under `--stages 0 F 1-F`: the memory modules alone (a fraction F), then
    everything. single_frame has no memory, so it trains everything throughout: the same number
-   of updates on the same batches with the same learning rates.
+   of updates on the same batches with the same learning rates. `--label-propagation` goes to
+   every variant with a memory (single_frame has nothing to read labels from).
 4. Each variant's best checkpoint (generated val split) is stored in fp16 as
    `bench/ablation/<variant>.safetensors` with its config beside it, and `recipe.json` records
    the commands, iterations and wall times.
@@ -62,6 +68,10 @@ VARIANTS = {                          # name -> `dmnet train` flags
 VARIANTS.update({'local_only_lp': ['--no-global', '--label-propagation', '2'],
                  'global_only_lp': ['--no-local', '--label-propagation', '2'],
                  'dmnet_lp': ['--label-propagation', '2']})
+# Item 26: the local memory on 9-frame training clips, as many frames per sample as the global
+# variants encode (5 clip + 4 memory frames), so that the chain of stored predictions is
+# trained over more than 4 frames.
+VARIANTS['local_only_lp_clip9'] = ['--no-global', '--label-propagation', '2', '--clip-len', '9']
 FOUR = ('single_frame', 'local_only', 'global_only', 'dmnet')   # the paper's ablation
 
 
@@ -72,36 +82,44 @@ def gpu_name() -> str | None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--config', type=Path, default=REPO / 'config' / 'ablation_type.yaml')
-    ap.add_argument('--data', type=Path, default=REPO / 'runs' / 'ablation' / 'data')
-    ap.add_argument('--runs', type=Path, default=REPO / 'runs' / 'ablation',
+    ap.add_argument('--config', type=Path,
+                    default=REPO / 'config' / 'ablation_type_lite0_jaws.yaml')
+    ap.add_argument('--data', type=Path, default=REPO / 'runs' / 'ablation_lp' / 'data')
+    ap.add_argument('--runs', type=Path, default=REPO / 'runs' / 'ablation_lp',
                     help='training folders (stage1/, <variant>/)')
     ap.add_argument('--models-out', type=Path, default=REPO / 'bench' / 'ablation',
                     help='where <variant>.safetensors (fp16) and recipe.json go')
     ap.add_argument('--variants', nargs='+', default=list(FOUR), choices=list(VARIANTS),
                     help="models to train (default: the four of the paper's ablation)")
-    ap.add_argument('--stage1-iters', type=int, default=800,
-                    help='single-frame iterations, shared (default 800)')
-    ap.add_argument('--iters', type=int, default=500,
-                    help='iterations of each variant after stage 1 (default 500)')
-    ap.add_argument('--iters-per-epoch', type=int, default=100,
+    ap.add_argument('--stage1-iters', type=int, default=3200,
+                    help='single-frame iterations, shared (default 3200)')
+    ap.add_argument('--iters', type=int, default=800,
+                    help='iterations of each variant after stage 1 (default 800)')
+    ap.add_argument('--iters-per-epoch', type=int, default=200,
                     help='validation and checkpoint period (divides both iteration counts)')
     ap.add_argument('--memory-fraction', type=float, default=0.3,
                     help='share of --iters that trains the memory modules alone (default 0.3)')
-    ap.add_argument('--stage-lr', type=float, nargs=3, default=None,
-                    help='lr multipliers of the three stages (default: the config, 1 1 1)')
-    for flag in ('--batch-size', '--workers', '--clip-len', '--val-frames', '--seed'):
+    ap.add_argument('--stage-lr', type=float, nargs=3, default=[1.0, 0.3, 0.3],
+                    help='lr multipliers of the three stages (default 1 0.3 0.3)')
+    ap.add_argument('--label-propagation', type=float, default=2.0, metavar='GAMMA',
+                    help='train every variant with a memory through label propagation '
+                         '(dmnet train --label-propagation; default 2, 0: off)')
+    for flag in ('--batch-size', '--workers', '--val-frames', '--seed'):
         ap.add_argument(flag, type=int, default=None, help='passed to dmnet train')
+    ap.add_argument('--clip-len', type=int, default=9,
+                    help='frames per training clip of every variant after stage 1 (default 9)')
+    ap.add_argument('--stage1-clip-len', type=int, default=None,
+                    help="frames per training clip of stage 1 (default: the config's, 5)")
     ap.add_argument('--lr', type=float, default=None, help='passed to dmnet train')
     ap.add_argument('--ema-decay', type=float, default=None, help='passed to dmnet train')
     ap.add_argument('--device', default=None, help='passed to dmnet train')
     ap.add_argument('--crop', type=int, nargs=2, default=None, help='passed to dmnet train')
-    ap.add_argument('--synth-sequences', type=int, default=24)
-    ap.add_argument('--synth-frames', type=int, default=80)
-    ap.add_argument('--synth-seed', type=int, default=0)
+    ap.add_argument('--synth-sequences', type=int, default=960)
+    ap.add_argument('--synth-frames', type=int, default=20)
+    ap.add_argument('--synth-seed', type=int, default=21)
     ap.add_argument('--synth-size', default='128x160')
-    ap.add_argument('--synth-val', type=int, default=3, help='val sequences (default 3)')
-    ap.add_argument('--synth-test', type=int, default=3, help='test sequences (default 3)')
+    ap.add_argument('--synth-val', type=int, default=24, help='val sequences (default 24)')
+    ap.add_argument('--synth-test', type=int, default=24, help='test sequences (default 24)')
     ap.add_argument('--synth-args', default=SYNTH_ARGS,
                     help=f"extra `dmnet synth` arguments (default '{SYNTH_ARGS}')")
     args = ap.parse_args(argv)
@@ -112,7 +130,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      f'--iters-per-epoch {args.iters_per_epoch}')
     if not 0.0 <= args.memory_fraction < 1.0:
         ap.error(f'--memory-fraction {args.memory_fraction} must be in [0, 1)')
+    if args.label_propagation < 0:
+        ap.error(f'--label-propagation {args.label_propagation:g} must be >= 0')
     return args
+
+
+def variant_flags(variant: str, label_propagation: float) -> list[str]:
+    """The variant's `dmnet train` flags, with `--label-propagation` unless it has no memory
+    or sets its own."""
+    flags = VARIANTS[variant]
+    has_memory = not {'--no-local', '--no-global'} <= set(flags)
+    if label_propagation > 0 and has_memory and '--label-propagation' not in flags:
+        flags = [*flags, '--label-propagation', f'{label_propagation:g}']
+    return flags
 
 
 def ensure_data(args: argparse.Namespace) -> list[str]:
@@ -151,8 +181,7 @@ def effective_config(args: argparse.Namespace) -> Path:
 def common_flags(args: argparse.Namespace) -> list[str]:
     flags = ['--config', str(args.config), '--data', str(args.data),
              '--iters', str(args.iters_per_epoch)]
-    for name in ('batch_size', 'workers', 'clip_len', 'val_frames', 'seed', 'lr', 'ema_decay',
-                 'device'):
+    for name in ('batch_size', 'workers', 'val_frames', 'seed', 'lr', 'ema_decay', 'device'):
         value = getattr(args, name)
         if value is not None:
             flags += [f'--{name.replace("_", "-")}', str(value)]
@@ -207,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = {}
     cmd = ['train', *flags, '--out', str(stage1), '--epochs', str(args.stage1_iters // ipe),
            *VARIANTS['single_frame']]
+    if args.stage1_clip_len is not None:
+        cmd += ['--clip-len', str(args.stage1_clip_len)]
     commands['stage1'] = cmd
     try:
         run_training('stage1', cmd, stage1, args.stage1_iters, times)
@@ -216,9 +247,9 @@ def main(argv: list[str] | None = None) -> int:
             stages += ['--stage-lr', *map(str, args.stage_lr)]
         for variant in args.variants:
             out = args.runs / variant
-            cmd = ['train', *flags, '--out', str(out), '--epochs', str(args.iters // ipe),
-                   '--init', str(stage1 / 'last.safetensors'), '--new-memories', *stages,
-                   *VARIANTS[variant]]
+            cmd = ['train', *flags, '--clip-len', str(args.clip_len), '--out', str(out),
+                   '--epochs', str(args.iters // ipe), '--init', str(stage1 / 'last.safetensors'),
+                   '--new-memories', *stages, *variant_flags(variant, args.label_propagation)]
             commands[variant] = cmd
             run_training(variant, cmd, out, args.iters, times)
     finally:
@@ -228,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
               'effective_config': str(args.config),
               'synth_command': ['dmnet', *synth_cmd], 'stage1_iters': args.stage1_iters,
               'iters': args.iters, 'memory_fraction': args.memory_fraction,
+              'label_propagation': args.label_propagation,
               'train_commands': {k: ['dmnet', *v] for k, v in commands.items()},
               'wall_seconds': times, 'machine': cpu_name(), 'gpu': gpu_name()}
     for variant in args.variants:

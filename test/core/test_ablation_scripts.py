@@ -59,6 +59,18 @@ def test_train_four_variants_identically(trained, capsys) -> None:
                 for c in configs.values()}) == 1
     recipe = json.loads((models / 'recipe.json').read_text())
     assert set(recipe['train_commands']) == {'stage1', *flags}
+    # By default the memories are trained (and run) through label propagation; single_frame,
+    # with nothing to read labels from, trains exactly as before.
+    assert recipe['label_propagation'] == 2
+    # --clip-len is stage 2's (every variant alike); stage 1 keeps the config's clips.
+    assert '--clip-len' not in recipe['train_commands']['stage1']
+    assert all(cmd[cmd.index('--clip-len') + 1] == '3' for name, cmd in
+               recipe['train_commands'].items() if name != 'stage1')
+    for name, cfg in configs.items():
+        cmd = recipe['train_commands'][name]
+        lp = cmd[cmd.index('--label-propagation') + 1] if '--label-propagation' in cmd else None
+        assert (lp, cfg.label_propagation) == ((None, 0.0) if name == 'single_frame'
+                                               else ('2', 2.0)), name
     synth = recipe['synth_command']
     assert synth[:2] == ['dmnet', 'synth'] and synth[synth.index('--val') + 1] == '1'
     for name in flags:
@@ -183,6 +195,17 @@ def test_size_and_schedule_flags_pass_through_to_dmnet_train() -> None:
         i = flags.index(pair[0])
         assert flags[i:i + len(pair)] == pair
     assert '--lr' not in flags                   # unset flags leave the config's values
+
+
+def test_label_propagation_goes_to_the_memory_variants_only() -> None:
+    script = _script('train_ablation')
+    assert script.variant_flags('single_frame', 2.0) == ['--no-local', '--no-global']
+    assert script.variant_flags('dmnet', 2.0) == ['--label-propagation', '2']
+    assert script.variant_flags('local_only', 0.5)[-2:] == ['--label-propagation', '0.5']
+    assert script.variant_flags('dmnet', 0.0) == []                 # off: item 20's recipe
+    assert script.variant_flags('dmnet_lp', 4.0).count('--label-propagation') == 1
+    with pytest.raises(SystemExit):
+        script.parse_args(['--label-propagation', '-1'])
 
 
 def _fake_score(path: Path, miou: dict, tip: dict) -> Path:
