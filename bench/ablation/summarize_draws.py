@@ -11,6 +11,12 @@ deviation and minimum of each gain, per-condition mean gains, and how many draws
 of issue 15 (DMNet >= +3 mIoU points, local only and global only >= +1 each). One draw's gain
 mixes the effect of the memory with training noise; the mean over draws is what says whether a
 memory earns its place, the spread says how far one draw can be trusted.
+
+Over every file, each held-out set weighing the same, a table like the paper's: per model mIoU,
+mDice, challenge IoU/Dice, flicker on the generated video, the gain over each set's own
+single-frame network (mean, standard error, sets at or over the bar), ms per frame and the cost
+relative to the backbone. `--alias dmnet_lp=dmnet` reads files that scored the same weights under
+a variant's name.
 """
 from __future__ import annotations
 
@@ -39,10 +45,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument('--variants', nargs='+', default=list(BARS),
                     choices=[*BARS, *EXTRA_BARS],
                     help="models compared with single_frame (default: the paper's three)")
+    ap.add_argument('--alias', nargs='+', default=[], metavar='SCORED=AS',
+                    help='read the scores of model SCORED as those of AS (replacing any AS) in '
+                         'every file that has SCORED (files that scored the same weights '
+                         'under a variant name, e.g. dmnet_lp=dmnet)')
     return ap.parse_args(argv)
 
 
-def load_draw(spec: str, compared: tuple[str, ...] = tuple(BARS)) -> tuple[str, dict]:
+def load_draw(spec: str, compared: tuple[str, ...] = tuple(BARS),
+              aliases: dict[str, str] | None = None) -> tuple[str, dict]:
     label, sep, path = spec.partition('=')
     path = Path(path if sep else spec)
     if not sep:
@@ -51,6 +62,11 @@ def load_draw(spec: str, compared: tuple[str, ...] = tuple(BARS)) -> tuple[str, 
         res = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise SystemExit(f'summarize_draws: cannot read {path}: {e}') from None
+    for scored, as_name in (aliases or {}).items():
+        if scored in res.get('models', {}):
+            res['models'][as_name] = res['models'].pop(scored)
+            if scored in res.get('timing_ms', {}):
+                res['timing_ms'][as_name] = res['timing_ms'].pop(scored)
     missing = [v for v in ('single_frame', *compared) if v not in res.get('models', {})]
     if missing:
         raise SystemExit(f'summarize_draws: {path} has no scores for {", ".join(missing)}')
@@ -100,7 +116,42 @@ def summarize(draws: list[tuple[str, dict]], compared: tuple[str, ...] = tuple(B
     return {'draws': per_draw, 'miou': {v: _stats([d['miou'][v] for d in per_draw])
                                         for v in models},
             'gain': gains, 'per_condition_mean_gain': cond_gain, 'compared': list(compared),
-            'finding_naming': finding_and_naming([res for _, res in draws], models)}
+            'finding_naming': finding_and_naming([res for _, res in draws], models),
+            'per_set': per_set_table([res for _, res in draws], models, bars)}
+
+
+def per_set_table(scored: list[dict], models: tuple[str, ...], bars: dict) -> dict:
+    """The paper-like table over every scored file, each held-out set weighing the same.
+
+    Per model, means over the files (x100) of mIoU, mDice, challenge IoU/Dice and flicker on the
+    generated video; the gain over each file's own single-frame network (mean, standard error,
+    sets at or over the bar); ms per frame and the cost relative to the backbone (each file's
+    round-robin ratio: mean and max); parameters. Fields a file lacks are left out of that mean.
+    """
+    def mean(vals: list) -> float | None:
+        vals = [v for v in vals if v is not None]
+        return statistics.fmean(vals) if vals else None
+
+    out = {}
+    for v in models:
+        rows = [r['models'][v] for r in scored]
+        gains = [100 * (r['models'][v]['mean_iou'] - r['models']['single_frame']['mean_iou'])
+                 for r in scored]
+        ratios = [r['timing_ms'][v] / r['timing_ms']['single_frame'] for r in scored
+                  if r.get('timing_ms', {}).get(v) and r['timing_ms'].get('single_frame')]
+        out[v] = {'sets': len(rows),
+                  **{k: mean([None if m.get(k) is None else 100 * m[k] for m in rows])
+                     for k in ('mean_iou', 'mean_dice', 'challenge_iou', 'challenge_dice')},
+                  'pred_flicker': mean([m.get('pred_flicker') for m in rows]),
+                  'gain': statistics.fmean(gains),
+                  'gain_se': (statistics.stdev(gains) / len(gains) ** 0.5
+                              if len(gains) > 1 else None),
+                  'sets_meeting_bar': (sum(g >= bars[v] for g in gains) if v in bars else None),
+                  'ms': mean([r.get('timing_ms', {}).get(v) for r in scored]),
+                  'x_backbone': mean(ratios), 'x_backbone_max': max(ratios, default=None),
+                  'params': rows[0].get('params'),
+                  'local': rows[0].get('local'), 'global': rows[0].get('global')}
+    return out
 
 
 def finding_and_naming(scored: list[dict], models: tuple[str, ...]) -> dict:
@@ -163,6 +214,7 @@ def to_markdown(summary: dict) -> str:
                   '| condition | ' + ' | '.join(names) + ' |', '|---|' + '---|' * len(compared)]
         for c, row in summary['per_condition_mean_gain'].items():
             lines.append(f'| {c} | ' + ' | '.join(f'{row[v]:+.2f}' for v in compared) + ' |')
+    lines += per_set_markdown(summary)
     fn = summary.get('finding_naming')
     if fn:
         n_files = next(iter(fn.values()))['files']
@@ -180,10 +232,49 @@ def to_markdown(summary: dict) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def per_set_markdown(summary: dict) -> list[str]:
+    """The paper-like table of `per_set_table` (every file one held-out set)."""
+    table = summary.get('per_set')
+    if not table:
+        return []
+    bars = {v: summary['gain'][v]['bar'] for v in summary['gain']}
+    n = next(iter(table.values()))['sets']
+
+    def f(x: float | None, fmt: str) -> str:
+        return '' if x is None else format(x, fmt)
+    lines = ['', f'Per model, mean over the {n} scored sets, each set weighing the same '
+             "(x100 but flicker; Δ: gain over the same set's single-frame network, ± its "
+             "standard error over sets; × backbone: mean of the sets' round-robin ratios, "
+             'max in brackets):', '',
+             '| model | local | global | mIoU | mDice | challenge IoU | challenge Dice | Δ mIoU '
+             '| sets at or over the bar | flicker | ms/frame | × backbone | parameters |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+    for v, r in table.items():
+        delta = '' if v == 'single_frame' else f"{r['gain']:+.2f}" + (
+            '' if r['gain_se'] is None else f" ± {r['gain_se']:.2f}")
+        met = '' if r['sets_meeting_bar'] is None else \
+            f"{r['sets_meeting_bar']} of {r['sets']} (+{bars[v]:g})"
+        ratio = '' if r['x_backbone'] is None else \
+            f"{r['x_backbone']:.2f} ({r['x_backbone_max']:.2f})"
+        lines.append(
+            f"| {LABELS.get(v, v)} | {'✓' if r['local'] else ''} | {'✓' if r['global'] else ''} "
+            f"| {f(r['mean_iou'], '.2f')} | {f(r['mean_dice'], '.2f')} "
+            f"| {f(r['challenge_iou'], '.2f')} | {f(r['challenge_dice'], '.2f')} | {delta} "
+            f"| {met} | {f(r['pred_flicker'], '.4f')} | {f(r['ms'], '.1f')} | {ratio} "
+            f"| {f(r['params'], ',')} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     compared = tuple(args.variants)
-    summary = summarize([load_draw(s, compared) for s in args.draws], compared)
+    aliases = {}
+    for a in args.alias:
+        scored, sep, as_name = a.partition('=')
+        if not (sep and scored and as_name):
+            raise SystemExit(f'summarize_draws: --alias {a!r} is not SCORED=AS')
+        aliases[scored] = as_name
+    summary = summarize([load_draw(s, compared, aliases) for s in args.draws], compared)
     md = to_markdown(summary)
     print(md)
     if args.json:

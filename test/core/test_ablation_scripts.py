@@ -270,6 +270,40 @@ def test_summarize_draws_compares_the_chosen_variants(tmp_path) -> None:
         summarize.main([str(a)])
 
 
+def test_summarize_draws_tables_every_set_alike_and_reads_aliases(tmp_path) -> None:
+    """The paper-like table: means over held-out sets, each gain against its own set's
+    single_frame, costs as round-robin ratios; --alias reads `*_lp` scores as the variant."""
+    summarize = _script('summarize_draws')
+
+    def scored(path: Path, sf: float, dm: float, ms: tuple[float, float], name: str) -> Path:
+        models = {'single_frame': {'mean_iou': sf, 'mean_dice': sf + 0.1, 'params': 10,
+                                   'pred_flicker': 0.02, 'local': False, 'global': False},
+                  name: {'mean_iou': dm, 'mean_dice': dm + 0.1, 'params': 12,
+                         'pred_flicker': 0.01, 'local': True, 'global': True}}
+        path.write_text(json.dumps({'test_data': {'seed': 1}, 'models': models,
+                                    'timing_ms': {'single_frame': ms[0], name: ms[1]}}))
+        return path
+    a = scored(tmp_path / 'a.json', 0.40, 0.50, (10.0, 12.0), 'dmnet')
+    b = scored(tmp_path / 'b.json', 0.60, 0.58, (20.0, 22.0), 'dmnet_lp')
+    md = tmp_path / 'sum.md'
+    out = tmp_path / 'sum.json'
+    assert summarize.main([f'c={a}', f'c={b}', '--variants', 'dmnet', '--alias',
+                           'dmnet_lp=dmnet', '--json', str(out), '--md', str(md)]) == 0
+    row = json.loads(out.read_text())['per_set']['dmnet']
+    # Gains +10 and -2: mean +4, standard error sd/sqrt(2) = 6; one set of two over +3.
+    assert row['gain'] == pytest.approx(4.0) and row['gain_se'] == pytest.approx(6.0)
+    assert row['sets_meeting_bar'] == 1 and row['sets'] == 2
+    assert row['mean_iou'] == pytest.approx(54.0) and row['mean_dice'] == pytest.approx(64.0)
+    # Ratios 1.2 and 1.1 (not 34 ms / 30 ms): each set's own round robin.
+    assert row['x_backbone'] == pytest.approx(1.15) and row['x_backbone_max'] == pytest.approx(1.2)
+    assert row['pred_flicker'] == pytest.approx(0.01) and row['challenge_iou'] is None
+    assert '| DMNet | ✓ | ✓ | 54.00 | 64.00 |  |  | +4.00 ± 6.00 | 1 of 2 (+3) |' in md.read_text()
+    with pytest.raises(SystemExit, match='no scores for dmnet'):
+        summarize.main([str(b), '--variants', 'dmnet'])
+    with pytest.raises(SystemExit, match="--alias 'dmnet_lp' is not SCORED=AS"):
+        summarize.main([str(b), '--variants', 'dmnet', '--alias', 'dmnet_lp'])
+
+
 def test_summarize_draws_names_a_bad_file(tmp_path) -> None:
     summarize = _script('summarize_draws')
     bad = tmp_path / 'partial.json'
