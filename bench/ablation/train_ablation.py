@@ -204,6 +204,9 @@ def run_training(name: str, cmd: list[str], out: Path, total: int, times: dict) 
     t0 = time.perf_counter()
     rc = dmnet(cmd)
     times[name] = round(times.get(name, 0.0) + time.perf_counter() - t0, 1)
+    if rc == 130:
+        raise SystemExit(f'train_ablation: {name} interrupted; run the same command again to '
+                         'resume it')
     if rc != 0:
         raise SystemExit(f'train_ablation: dmnet train failed for {name} (rc {rc})')
 

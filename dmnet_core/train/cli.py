@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 
 from dmnet_core.config import ExperimentConfig, load_yaml
 from dmnet_core.train.loop import train
@@ -134,6 +135,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"step {result['step']}  loss {_num(result['final_loss'])}  "
               f"val mean_dice {_num(val.get('mean_dice'))}  best {_num(result['best_score'])}"
               f"  -> {result['best']}")
+    if result['interrupted']:
+        # Ctrl-C: the state is saved, but the run is not finished; 130 (128 + SIGINT) lets a
+        # calling script stop rather than go on to its next run.
+        print(f"dmnet train: interrupted at step {result['step']}; `dmnet train ... --resume` "
+              f"continues from {result['out_dir']}", file=sys.stderr)
+        return 130
     return 0
 
 

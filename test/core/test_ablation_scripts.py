@@ -564,3 +564,18 @@ def test_score_ablation_label_propagation_reaches_every_run() -> None:
                                                            'label_propagation': 2.0}
     assert score.overrides(score.parse_args([]), {'n_read': 2}) == {'n_read': 2}
     assert score.overrides(argparse.Namespace(), None) is None     # e.g. diagnose_memory's args
+
+
+def test_train_ablation_stops_when_a_run_is_interrupted(tmp_path, monkeypatch) -> None:
+    """Ctrl-C in one `dmnet train` (exit 130) stops the script; it does not go on to the next
+    variant, and the interrupted run's wall time is kept for the resume."""
+    import dmnet_core.cli
+    train_ablation = _script('train_ablation')
+    monkeypatch.setattr(dmnet_core.cli, 'main', lambda argv: 130)
+    times: dict = {}
+    with pytest.raises(SystemExit, match='dmnet interrupted; run the same command again'):
+        train_ablation.run_training('dmnet', ['train'], tmp_path / 'dmnet', 800, times)
+    assert 'dmnet' in times
+    monkeypatch.setattr(dmnet_core.cli, 'main', lambda argv: 1)
+    with pytest.raises(SystemExit, match=r'failed for dmnet \(rc 1\)'):
+        train_ablation.run_training('dmnet', ['train'], tmp_path / 'dmnet', 800, times)

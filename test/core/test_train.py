@@ -2,6 +2,7 @@
 
 Tiny everything: 2 synthetic sequences x 8 frames at 64 x 96, 64 x 64 crops, decoder width 16.
 """
+import json
 import os
 import shutil
 import socket
@@ -132,6 +133,26 @@ def test_single_frame_baseline_cli(data, tmp_path, capsys) -> None:
     assert not cfg.local_memory.enabled and not cfg.global_memory.enabled
     assert not any(k.startswith(('local_memory.', 'global_memory.')) for k in state)
     assert 'val mean_dice' in capsys.readouterr().out
+
+
+def test_ctrl_c_saves_state_and_exits_130(data, tmp_path, monkeypatch, capsys) -> None:
+    """Ctrl-C keeps what was trained, and the exit status says the run is not finished, so a
+    script that runs several trainings (train_ablation.py) stops instead of going on."""
+    import dmnet_core.train.loop as loop
+    real = loop.validate_checkpoint
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(loop, 'validate_checkpoint', interrupt)     # Ctrl-C at epoch 1's end
+    out = tmp_path / 'run'
+    argv = ['train', '--config', str(_yaml(tmp_path, data)), '--out', str(out),
+            '--no-local', '--no-global', '--epochs', '2', '--iters', '2']
+    assert main(argv) == 130
+    assert 'interrupted at step 2' in capsys.readouterr().err
+    assert json.loads((out / 'resume.json').read_text())['step'] == 2
+    monkeypatch.setattr(loop, 'validate_checkpoint', real)
+    assert main([*argv, '--resume']) == 0
+    assert json.loads((out / 'resume.json').read_text())['step'] == 4
 
 
 def test_memory_extension_flags_reach_the_checkpoint(data, tmp_path) -> None:
