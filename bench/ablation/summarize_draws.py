@@ -120,6 +120,12 @@ def summarize(draws: list[tuple[str, dict]], compared: tuple[str, ...] = tuple(B
             'per_set': per_set_table([res for _, res in draws], models, bars)}
 
 
+def mean_present(vals: list) -> float | None:
+    """Mean of the values that are not None; None when there are none (a field older files lack)."""
+    vals = [v for v in vals if v is not None]
+    return statistics.fmean(vals) if vals else None
+
+
 def per_set_table(scored: list[dict], models: tuple[str, ...], bars: dict) -> dict:
     """The paper-like table over every scored file, each held-out set weighing the same.
 
@@ -128,10 +134,6 @@ def per_set_table(scored: list[dict], models: tuple[str, ...], bars: dict) -> di
     sets at or over the bar); ms per frame and the cost relative to the backbone (each file's
     round-robin ratio: mean and max); parameters. Fields a file lacks are left out of that mean.
     """
-    def mean(vals: list) -> float | None:
-        vals = [v for v in vals if v is not None]
-        return statistics.fmean(vals) if vals else None
-
     out = {}
     for v in models:
         rows = [r['models'][v] for r in scored]
@@ -140,15 +142,15 @@ def per_set_table(scored: list[dict], models: tuple[str, ...], bars: dict) -> di
         ratios = [r['timing_ms'][v] / r['timing_ms']['single_frame'] for r in scored
                   if r.get('timing_ms', {}).get(v) and r['timing_ms'].get('single_frame')]
         out[v] = {'sets': len(rows),
-                  **{k: mean([None if m.get(k) is None else 100 * m[k] for m in rows])
+                  **{k: mean_present([None if m.get(k) is None else 100 * m[k] for m in rows])
                      for k in ('mean_iou', 'mean_dice', 'challenge_iou', 'challenge_dice')},
-                  'pred_flicker': mean([m.get('pred_flicker') for m in rows]),
+                  'pred_flicker': mean_present([m.get('pred_flicker') for m in rows]),
                   'gain': statistics.fmean(gains),
                   'gain_se': (statistics.stdev(gains) / len(gains) ** 0.5
                               if len(gains) > 1 else None),
                   'sets_meeting_bar': (sum(g >= bars[v] for g in gains) if v in bars else None),
-                  'ms': mean([r.get('timing_ms', {}).get(v) for r in scored]),
-                  'x_backbone': mean(ratios), 'x_backbone_max': max(ratios, default=None),
+                  'ms': mean_present([r.get('timing_ms', {}).get(v) for r in scored]),
+                  'x_backbone': mean_present(ratios), 'x_backbone_max': max(ratios, default=None),
                   'params': rows[0].get('params'),
                   'local': rows[0].get('local'), 'global': rows[0].get('global')}
     return out
@@ -168,8 +170,7 @@ def finding_and_naming(scored: list[dict], models: tuple[str, ...]) -> dict:
 
     def by_condition(v: str, cond: str) -> float | None:
         vals = [m[v].get('per_condition_class_accuracy', {}).get(cond) for m in have]
-        vals = [100 * x for x in vals if x is not None]
-        return statistics.fmean(vals) if vals else None
+        return mean_present([None if x is None else 100 * x for x in vals])
 
     out = {}
     for v in models:
