@@ -270,11 +270,49 @@ def train(exp: ExperimentConfig, resume: bool = False, *,
     t_start = time.perf_counter()
     freeze = dist_info.world == 1      # DDP needs a fixed set of gradient-carrying parameters
 
+    # The step whose epoch end (validation, best, resume state) is done. An interrupt at an
+    # epoch's last step but before its end finished leaves it pending, for --resume to finish.
+    ended_at = None if meta and meta.get('epoch_end_pending') else start_step
+
     def save_state() -> None:
         if dist_info.main:
-            save_resume(out, raw, optimizer, scheduler, amp.scaler, step, best, exp, ema=ema)
+            pending = step > 0 and step % t.iters_per_epoch == 0 and ended_at != step
+            save_resume(out, raw, optimizer, scheduler, amp.scaler, step, best, exp, ema=ema,
+                        epoch_end_pending=pending)
+
+    def end_epoch(epoch: int, stage: str) -> None:
+        """Last checkpoint, causal validation, best model, resume state (rank 0)."""
+        nonlocal best, last_val, ended_at
+        if dist_info.main:
+            extra = {'epoch': epoch + 1, 'step': step, 'loss': losses[-1] if losses else None,
+                     'stage': stage, 'ema_decay': t.ema_decay}
+            with ema.applied(raw) if ema is not None else contextlib.nullcontext():
+                save_checkpoint(last_path, raw, exp.model, extra=extra)
+            # Only the last stage trains the final model: earlier ones never become best.
+            final_stage = plan.index_at(step - 1) == plan.last
+            if exp.data.val_split:
+                last_val = validate_checkpoint(exp, last_path, device,
+                                               memory_off=stage == 'single_frame')
+                score = selection_score(last_val)
+                improved = final_stage and (best is None or score > best)
+                if improved:
+                    best = score
+                    copy_checkpoint(last_path, best_path)
+                log_validation(val_log, tb, bar, last_val, epoch, step, improved)
+            elif final_stage:
+                copy_checkpoint(last_path, best_path)
+            ended_at = step
+            save_state()
+        if dist_info.world > 1:
+            dist.barrier()
 
     try:
+        if ended_at is None:
+            stage = plan.name_at(step - 1)
+            apply_stage(raw, stage, freeze=freeze)
+            epoch = step // t.iters_per_epoch - 1
+            log.info('finishing the end of epoch %d, which an interrupt cut short', epoch + 1)
+            end_epoch(epoch, stage)
         while step < total:
             epoch, it0 = divmod(step, t.iters_per_epoch)
             sampler = EpochSampler(len(dataset), t.iters_per_epoch, t.batch_size, t.seed, epoch,
@@ -329,28 +367,7 @@ def train(exp: ExperimentConfig, resume: bool = False, *,
             if interrupted:
                 save_state()
                 break
-            # End of an epoch: last checkpoint, causal validation, best model, resume state.
-            if dist_info.main:
-                extra = {'epoch': epoch + 1, 'step': step, 'loss': losses[-1] if losses else None,
-                         'stage': stage, 'ema_decay': t.ema_decay}
-                with ema.applied(raw) if ema is not None else contextlib.nullcontext():
-                    save_checkpoint(last_path, raw, exp.model, extra=extra)
-                # Only the last stage trains the final model: earlier ones never become best.
-                final_stage = plan.index_at(step - 1) == plan.last
-                if exp.data.val_split:
-                    last_val = validate_checkpoint(exp, last_path, device,
-                                                   memory_off=stage == 'single_frame')
-                    score = selection_score(last_val)
-                    improved = final_stage and (best is None or score > best)
-                    if improved:
-                        best = score
-                        copy_checkpoint(last_path, best_path)
-                    log_validation(val_log, tb, bar, last_val, epoch, step, improved)
-                elif final_stage:
-                    copy_checkpoint(last_path, best_path)
-                save_state()
-            if dist_info.world > 1:
-                dist.barrier()
+            end_epoch(epoch, stage)
             if _stop(stop_after, step, total):
                 interrupted = True
                 break

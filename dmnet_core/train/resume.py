@@ -44,10 +44,12 @@ def _set_json_rng(state: dict) -> None:
 
 def save_resume(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                 scheduler: Any, scaler: Any, step: int, best: float | None,
-                exp: ExperimentConfig, ema: Any = None) -> None:
+                exp: ExperimentConfig, ema: Any = None,
+                epoch_end_pending: bool = False) -> None:
     """Write resume.safetensors + resume.json atomically (tensors first, JSON names the step).
 
     `ema`: the run's WeightAverage, if any; its tensors go in as `ema.*`.
+    `epoch_end_pending`: `step` ends an epoch whose validation an interrupt cut short.
     """
     from safetensors.torch import save_file
     tensors = {f'model.{k}': v.detach().cpu().contiguous().clone()
@@ -73,6 +75,7 @@ def save_resume(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
         'scheduler': scheduler.state_dict(), 'scaler': scaler.state_dict() if scaler else None,
         'rng': _json_rng(), 'config': to_dict(exp), 'time': time.time(),
         'ema_updates': None if ema is None else ema.updates,
+        'epoch_end_pending': epoch_end_pending,
     }
     tmp_t, tmp_j = out / (RESUME_TENSORS + '.tmp'), out / (RESUME_JSON + '.tmp')
     save_file(tensors, str(tmp_t), metadata={'step': str(step)})

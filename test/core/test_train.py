@@ -102,6 +102,7 @@ def test_resume_reproduces_loss_curve(data, straight, tmp_path) -> None:
     exp = _exp(data, tmp_path / 'run')
     first = train(exp, stop_after=4)                  # interrupted mid-epoch 2
     assert first['interrupted'] and first['step'] == 4
+    assert not json.loads((tmp_path / 'run' / 'resume.json').read_text())['epoch_end_pending']
     second = train(exp, resume=True)
     assert second['resumed_from'] == 4 and second['step'] == 6
     assert first['losses'] + second['losses'] == pytest.approx(straight['losses'], rel=1e-5)
@@ -149,10 +150,16 @@ def test_ctrl_c_saves_state_and_exits_130(data, tmp_path, monkeypatch, capsys) -
             '--no-local', '--no-global', '--epochs', '2', '--iters', '2']
     assert main(argv) == 130
     assert 'interrupted at step 2' in capsys.readouterr().err
-    assert json.loads((out / 'resume.json').read_text())['step'] == 2
+    state = json.loads((out / 'resume.json').read_text())
+    assert state['step'] == 2 and state['epoch_end_pending']
+    assert not (out / 'val_log.csv').is_file() or not read_log(out / 'val_log.csv')
     monkeypatch.setattr(loop, 'validate_checkpoint', real)
     assert main([*argv, '--resume']) == 0
-    assert json.loads((out / 'resume.json').read_text())['step'] == 4
+    state = json.loads((out / 'resume.json').read_text())
+    assert state['step'] == 4 and not state['epoch_end_pending']
+    # The epoch whose validation the interrupt cut short is validated on resume: its weights
+    # could still be picked as the best.
+    assert [(r['epoch'], r['step']) for r in read_log(out / 'val_log.csv')] == [(1, 2), (2, 4)]
 
 
 def test_memory_extension_flags_reach_the_checkpoint(data, tmp_path) -> None:
