@@ -191,10 +191,15 @@ def common_flags(args: argparse.Namespace) -> list[str]:
 
 
 def run_training(name: str, cmd: list[str], out: Path, total: int, times: dict) -> None:
-    """`dmnet train` unless finished; resume an interrupted run; add this call's wall time."""
+    """`dmnet train` unless finished; resume an interrupted run; add this call's wall time.
+
+    A run that starts afresh (no resume state: a new or emptied folder) starts its time at 0.
+    """
     from dmnet_core.cli import main as dmnet
     state = out / 'resume.json'
-    if state.is_file():
+    if not state.is_file():
+        times.pop(name, None)
+    else:
         step = json.loads(state.read_text())['step']
         if step >= total:
             print(f'{name}: done ({step} iterations), skipped', flush=True)

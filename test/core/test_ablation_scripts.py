@@ -576,6 +576,18 @@ def test_train_ablation_stops_when_a_run_is_interrupted(tmp_path, monkeypatch) -
     with pytest.raises(SystemExit, match='dmnet interrupted; run the same command again'):
         train_ablation.run_training('dmnet', ['train'], tmp_path / 'dmnet', 800, times)
     assert 'dmnet' in times
+    # A resume adds its time to the interrupted run's; a fresh start (no resume state, e.g. the
+    # folder was moved away) does not inherit an earlier run's time.
+    (tmp_path / 'dmnet').mkdir()
+    (tmp_path / 'dmnet' / 'resume.json').write_text('{"step": 400}')
+    times['dmnet'] = 1000.0
+    with pytest.raises(SystemExit):
+        train_ablation.run_training('dmnet', ['train'], tmp_path / 'dmnet', 800, times)
+    assert times['dmnet'] >= 1000.0
+    (tmp_path / 'dmnet' / 'resume.json').unlink()
+    with pytest.raises(SystemExit):
+        train_ablation.run_training('dmnet', ['train'], tmp_path / 'dmnet', 800, times)
+    assert times['dmnet'] < 1000.0
     monkeypatch.setattr(dmnet_core.cli, 'main', lambda argv: 1)
     with pytest.raises(SystemExit, match=r'failed for dmnet \(rc 1\)'):
         train_ablation.run_training('dmnet', ['train'], tmp_path / 'dmnet', 800, times)
