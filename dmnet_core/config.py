@@ -73,6 +73,9 @@ class LocalMemoryConfig:
     enabled: bool = True
     window: int = 5                     # T, local frames incl. the current one (paper: 5)
     hidden: int = 256                   # ConvLSTM hidden channels
+    # The non-local read's query: 'hidden' = theta(h_t), the paper's (every shipped model);
+    # 'key' = the current frame's own key, in the local keys' space (STM/XMem).
+    query: str = 'hidden'
 
 
 @dataclass
@@ -157,6 +160,8 @@ class ModelConfig:
             raise ValueError(f'model.label_propagation {self.label_propagation} not in 0..16')
         if self.local_memory.window < 1:
             raise ValueError('local_memory.window must be >= 1')
+        if self.local_memory.query not in ('hidden', 'key'):
+            raise ValueError(f'local_memory.query {self.local_memory.query!r} not in hidden/key')
 
 
 @dataclass

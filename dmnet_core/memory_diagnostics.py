@@ -181,7 +181,7 @@ class MemoryProbe:
     def _local(self, module: nn.Module, args: tuple, output: tuple) -> None:
         _, state = output
         keys, values = torch.stack(state.keys, 1), torch.stack(state.values, 1)
-        read, ent, per_frame = attention_stats(module.query(state.h), keys, values)
+        read, ent, per_frame = attention_stats(module.ask(state), keys, values)
         self.records.local_entropy.append(float(ent.mean()))
         # The current frame is the last of the window.
         self.records.local_past_mass.append(float(per_frame[:, :-1].sum(1).mean()))

@@ -18,6 +18,8 @@ from torch import nn
 
 from dmnet_core.model.global_memory import attention_read, attention_weights
 
+LOCAL_QUERIES = ('hidden', 'key')
+
 
 class ConvLSTMCell(nn.Module):
     """One-layer convolutional LSTM cell: forward(x, (h, c)) -> (h, c).
@@ -64,15 +66,22 @@ class EfficientLocalMemory(nn.Module):
         channels: C, bottleneck width (input and output).
         hidden: Hd, ConvLSTM hidden channels (P is a 1x1 projection when Hd != C).
         window: T, local frames including the current one.
+        query: what the non-local read asks with: 'hidden', theta(h_t) (the paper's), or 'key',
+            the current frame's own key phi(f_t), so that query and local keys live in one space
+            (as STM/XMem match a frame against its memory) and a cell finds its own place in the
+            past frames from the first step.
     """
 
-    def __init__(self, channels: int, hidden: int, window: int) -> None:
+    def __init__(self, channels: int, hidden: int, window: int, query: str = 'hidden') -> None:
         super().__init__()
+        if query not in LOCAL_QUERIES:
+            raise ValueError(f'local memory query {query!r} not in {LOCAL_QUERIES}')
         ck, cv = max(channels // 4, 1), max(channels // 2, 1)
         self.window = window
         self.cell = ConvLSTMCell(channels, hidden, 3)
         self.out_proj = nn.Identity() if hidden == channels else nn.Conv2d(hidden, channels, 1)
-        self.query = nn.Conv2d(hidden, ck, 1)
+        # 'key' asks with the key projection itself: no query weights at all.
+        self.query = nn.Conv2d(hidden, ck, 1) if query == 'hidden' else None
         self.key = nn.Conv2d(channels, ck, 1)
         self.value = nn.Conv2d(channels, cv, 1)
         self.out = nn.Conv2d(cv, channels, 1)
@@ -87,13 +96,21 @@ class EfficientLocalMemory(nn.Module):
         keys = [*prev_k, self.key(f)]
         values = [*prev_v, self.value(f)]
         # Non-local: every position of frame t attends over T x h x w local positions.
-        read = attention_read(self.query(h), torch.stack(keys, 1), torch.stack(values, 1))
+        read = attention_read(self._ask(h, keys[-1]), torch.stack(keys, 1), torch.stack(values, 1))
         out = self.out_proj(h) + self.out(read)
         return out, LocalState(h=h, c=c, keys=keys, values=values)
+
+    def _ask(self, h: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        """The read's query, B x C/4 x h x w, from h_t or the current frame's key."""
+        return key if self.query is None else self.query(h)
+
+    def ask(self, state: LocalState) -> torch.Tensor:
+        """The query the frame `state` was made for read with."""
+        return self._ask(state.h, state.keys[-1])
 
     def read_weights(self, state: LocalState) -> torch.Tensor:
         """The non-local read's attention of the frame `state` was made for, over the previous
         frames' cells only: B x hw x (n-1)hw (rows sum to at most 1; what is missing went to the
         current frame itself)."""
-        weights = attention_weights(self.query(state.h), torch.stack(state.keys, 1))
+        weights = attention_weights(self.ask(state), torch.stack(state.keys, 1))
         return weights[..., :weights.shape[-1] - state.keys[-1][0, 0].numel()]

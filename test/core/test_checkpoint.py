@@ -15,7 +15,7 @@ from dmnet_core.checkpoint import (
     save_checkpoint,
 )
 from dmnet_core.cli import main as dmnet_main
-from dmnet_core.config import ModelConfig, default_class_names, save_yaml, to_dict
+from dmnet_core.config import ModelConfig, default_class_names, from_dict, save_yaml, to_dict
 from dmnet_core.model import build_model
 
 
@@ -51,6 +51,21 @@ def test_round_trip_with_config_and_extra(tmp_path):
     assert cfg3 == cfg and not loaded.training
     for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert k == k2 and torch.equal(a, b), k
+
+
+def test_local_key_query_round_trips_and_old_configs_keep_the_paper_query(tmp_path):
+    cfg = tiny_config()
+    cfg.local_memory.query = 'key'
+    path = save_checkpoint(tmp_path / 'k.safetensors', tiny_model(cfg), cfg)
+    loaded, cfg2 = build_from_checkpoint(path)
+    assert cfg2.local_memory.query == 'key' and loaded.local_memory.query is None
+    # A config written before the option existed builds the paper's query from h_t.
+    old = to_dict(tiny_config())
+    del old['local_memory']['query']
+    assert from_dict(ModelConfig, old).local_memory.query == 'hidden'
+    cfg.local_memory.query = 'h'
+    with pytest.raises(ValueError, match="local_memory.query 'h' not in hidden/key"):
+        cfg.validate()
 
 
 def test_half_storage_loads_back_as_float32(tmp_path):
