@@ -68,8 +68,7 @@ class EfficientLocalMemory(nn.Module):
         window: T, local frames including the current one.
         query: what the non-local read asks with: 'hidden', theta(h_t) (the paper's), or 'key',
             the current frame's own key phi(f_t), so that query and local keys live in one space
-            (as STM/XMem match a frame against its memory) and a cell finds its own place in the
-            past frames from the first step.
+            (as STM/XMem match a frame against its memory).
     """
 
     def __init__(self, channels: int, hidden: int, window: int, query: str = 'hidden') -> None:
