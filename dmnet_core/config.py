@@ -19,6 +19,7 @@ T = TypeVar('T')
 
 TASKS = ('binary', 'parts', 'type')
 ENCODERS = ('mobilenet_v2', 'resnet18', 'efficientnet_lite0')
+LOCAL_QUERIES = ('hidden', 'key')      # what the local read asks with (LocalMemoryConfig.query)
 
 # Class names per task. Index = class id in every label map; 0 is always background.
 BINARY_CLASSES = ['background', 'instrument']
@@ -160,8 +161,9 @@ class ModelConfig:
             raise ValueError(f'model.label_propagation {self.label_propagation} not in 0..16')
         if self.local_memory.window < 1:
             raise ValueError('local_memory.window must be >= 1')
-        if self.local_memory.query not in ('hidden', 'key'):
-            raise ValueError(f'local_memory.query {self.local_memory.query!r} not in hidden/key')
+        if self.local_memory.query not in LOCAL_QUERIES:
+            raise ValueError(f'local_memory.query {self.local_memory.query!r} not in '
+                             + '/'.join(LOCAL_QUERIES))
 
 
 @dataclass

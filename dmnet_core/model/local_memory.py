@@ -16,9 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dmnet_core.config import LOCAL_QUERIES
 from dmnet_core.model.global_memory import attention_read, attention_weights
-
-LOCAL_QUERIES = ('hidden', 'key')
 
 
 class ConvLSTMCell(nn.Module):
