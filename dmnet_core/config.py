@@ -77,6 +77,9 @@ class LocalMemoryConfig:
     # The non-local read's query: 'hidden' = theta(h_t), the paper's (every shipped model);
     # 'key' = the current frame's own key, in the local keys' space (STM/XMem).
     query: str = 'hidden'
+    # Add the frame's own features to ELM's output (P and W start at zero, so a fresh ELM is the
+    # identity: the non-local block's residual form). False = the paper's (every shipped model).
+    residual: bool = False
 
 
 @dataclass

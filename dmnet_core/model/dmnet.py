@@ -42,6 +42,8 @@ class DMNet(nn.Module):
         local_hidden: ConvLSTM hidden channels.
         local_window: T, local frames including the current one.
         local_query: what the local read asks with: 'hidden' (theta(h_t), the paper's) or 'key'.
+        local_residual: ELM adds the frame's features to its output (zero-initialised, so a
+            fresh ELM is the identity); False is the paper's form.
         global_enabled: build the Active Global Memory read.
         key_channels: Ck of the global keys.
         value_channels: Cv of the global values.
@@ -55,7 +57,7 @@ class DMNet(nn.Module):
 
     def __init__(self, num_classes: int, *, encoder: str = 'mobilenet_v2', channels: int = 256,
                  local_enabled: bool = True, local_hidden: int = 256, local_window: int = 5,
-                 local_query: str = 'hidden',
+                 local_query: str = 'hidden', local_residual: bool = False,
                  global_enabled: bool = True, key_channels: int = 64, value_channels: int = 128,
                  fusion: str = 'tandem', global_mask_value: bool = False,
                  global_key_position: int = 0, global_mask_init: str = 'zero',
@@ -67,7 +69,8 @@ class DMNet(nn.Module):
         self.encoder = build_encoder(encoder, channels, encoder_weights)
         self.decoder = RefineDecoder(self.encoder.skip_groups, channels, num_classes)
         # Disabled memories are not built at all, so a memory-free model is exactly the backbone.
-        self.local_memory = (EfficientLocalMemory(channels, local_hidden, local_window, local_query)
+        self.local_memory = (EfficientLocalMemory(channels, local_hidden, local_window, local_query,
+                                                  local_residual)
                              if local_enabled else None)
         self.global_memory = (GlobalMemoryReader(channels, key_channels, value_channels,
                                                  num_classes if global_mask_value else 0,
@@ -199,6 +202,7 @@ def build_model(cfg: ModelConfig, pretrained: bool = True) -> DMNet:
         local_hidden=cfg.local_memory.hidden,
         local_window=cfg.local_memory.window,
         local_query=cfg.local_memory.query,
+        local_residual=cfg.local_memory.residual,
         global_enabled=cfg.global_memory.enabled,
         key_channels=cfg.global_memory.key_channels,
         value_channels=cfg.global_memory.value_channels,

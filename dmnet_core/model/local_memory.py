@@ -59,7 +59,7 @@ class LocalState:
 
 
 class EfficientLocalMemory(nn.Module):
-    """ELM: out = P(h_t) + W(NL(theta(h_t); phi(f_i), g(f_i) for the last T frames i)).
+    """ELM: out = P(h_t) + W(NL(theta(h_t); phi(f_i), g(f_i) for the last T frames i)) [+ f_t].
 
     Args:
         channels: C, bottleneck width (input and output).
@@ -68,21 +68,34 @@ class EfficientLocalMemory(nn.Module):
         query: what the non-local read asks with: 'hidden', theta(h_t) (the paper's), or 'key',
             the current frame's own key phi(f_t), so that query and local keys live in one space
             (as STM/XMem match a frame against its memory).
+        residual: add the frame's own features f_t to the output, with P and W zero-initialised,
+            as the non-local block of Wang et al. (2018) does: a fresh ELM is then the identity,
+            so a memory trained from a single-frame network starts as that network and learns
+            only what it adds. False (the paper's form, every shipped model): the frame reaches
+            the decoder only through the ConvLSTM's gates.
     """
 
-    def __init__(self, channels: int, hidden: int, window: int, query: str = 'hidden') -> None:
+    def __init__(self, channels: int, hidden: int, window: int, query: str = 'hidden',
+                 residual: bool = False) -> None:
         super().__init__()
         if query not in LOCAL_QUERIES:
             raise ValueError(f'local memory query {query!r} not in {LOCAL_QUERIES}')
         ck, cv = max(channels // 4, 1), max(channels // 2, 1)
         self.window = window
+        self.residual = residual
         self.cell = ConvLSTMCell(channels, hidden, 3)
-        self.out_proj = nn.Identity() if hidden == channels else nn.Conv2d(hidden, channels, 1)
+        # A residual ELM needs P as weights even where Hd == C, to start it at zero.
+        self.out_proj = (nn.Conv2d(hidden, channels, 1) if residual or hidden != channels
+                         else nn.Identity())
         # 'key' asks with the key projection itself: no query weights at all.
         self.query = nn.Conv2d(hidden, ck, 1) if query == 'hidden' else None
         self.key = nn.Conv2d(channels, ck, 1)
         self.value = nn.Conv2d(channels, cv, 1)
         self.out = nn.Conv2d(cv, channels, 1)
+        if residual:
+            for conv in (self.out_proj, self.out):
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
 
     def forward(self, f: torch.Tensor, state: LocalState | None = None
                 ) -> tuple[torch.Tensor, LocalState]:
@@ -96,6 +109,8 @@ class EfficientLocalMemory(nn.Module):
         # Non-local: every position of frame t attends over T x h x w local positions.
         read = attention_read(self._ask(h, keys[-1]), torch.stack(keys, 1), torch.stack(values, 1))
         out = self.out_proj(h) + self.out(read)
+        if self.residual:
+            out = out + f
         return out, LocalState(h=h, c=c, keys=keys, values=values)
 
     def _ask(self, h: torch.Tensor, key: torch.Tensor) -> torch.Tensor:

@@ -68,6 +68,21 @@ def test_local_key_query_round_trips_and_old_configs_keep_the_paper_query(tmp_pa
         cfg.validate()
 
 
+def test_residual_local_memory_round_trips_and_old_configs_keep_the_papers_elm(tmp_path):
+    cfg = tiny_config()
+    cfg.local_memory.residual = True
+    model = tiny_model(cfg)
+    with torch.no_grad():
+        model.local_memory.out.weight.fill_(0.5)      # trained weights, not the zero start
+    path = save_checkpoint(tmp_path / 'r.safetensors', model, cfg)
+    loaded, cfg2 = build_from_checkpoint(path)
+    assert cfg2.local_memory.residual and loaded.local_memory.residual
+    assert torch.equal(loaded.local_memory.out.weight, model.local_memory.out.weight)
+    old = to_dict(tiny_config())
+    del old['local_memory']['residual']
+    assert from_dict(ModelConfig, old).local_memory.residual is False
+
+
 def test_half_storage_loads_back_as_float32(tmp_path):
     cfg = tiny_config()
     model = tiny_model(cfg)

@@ -82,6 +82,26 @@ def test_elm_key_query_asks_with_the_frames_own_key():
         EfficientLocalMemory(16, 8, 3, query='x')
 
 
+@pytest.mark.parametrize('hidden', [8, 16])
+def test_residual_elm_starts_as_the_identity(hidden):
+    """residual=True: P and W start at zero, so a fresh ELM passes every frame through exactly,
+    also where Hd == C (P is then a convolution, not the paper's identity)."""
+    torch.manual_seed(0)
+    elm = EfficientLocalMemory(16, hidden, 3, residual=True)
+    paper = EfficientLocalMemory(16, hidden, 3)
+    assert isinstance(elm.out_proj, torch.nn.Conv2d)
+    state = pstate = None
+    for _ in range(4):
+        f = torch.randn(1, 16, 2, 3)
+        out, state = elm(f, state)
+        pout, pstate = paper(f, pstate)
+        assert torch.equal(out, f)
+        assert not torch.allclose(pout, f)
+    with torch.no_grad():
+        elm.out.weight.normal_()
+    assert not torch.allclose(elm(f, state)[0], f)
+
+
 def test_read_sampler_modes():
     spread = ReadSampler('spread', 4)
     assert spread.indices(3) == [0, 1, 2]

@@ -141,6 +141,38 @@ def test_switched_off_memories_match_a_backbone_with_the_same_weights():
         backbone.set_memory_enabled(local=True)
 
 
+def test_a_fresh_residual_local_memory_starts_as_the_single_frame_network():
+    """local_memory.residual: a local-only model on a single-frame network's weights gives that
+    network's logits on every frame until its output convolutions move; the paper's ELM does
+    not. The loss reaches those convolutions from the first step."""
+    def local_only(residual: bool) -> DMNet:
+        cfg = tiny_config()
+        cfg.global_memory.enabled = False
+        cfg.local_memory.residual = residual
+        torch.manual_seed(1)
+        model = build_model(cfg).eval()
+        model.load_state_dict({**model.state_dict(), **shared})
+        return model
+
+    off = tiny_config()
+    off.local_memory.enabled = False
+    off.global_memory.enabled = False
+    backbone = tiny_model(off)
+    shared = backbone.state_dict()
+    residual, paper = local_only(True), local_only(False)
+    x = clip(t=3)
+    with torch.no_grad():
+        ref = forward_clip(backbone, x)
+        assert torch.equal(forward_clip(residual, x), ref)
+        assert not torch.allclose(forward_clip(paper, x), ref, atol=1e-3)
+    forward_clip(residual, x).square().mean().backward()
+    elm = residual.local_memory
+    assert elm.out_proj.weight.grad.abs().sum() > 0 and elm.out.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        elm.out_proj.weight.normal_(std=0.1)
+        assert not torch.allclose(forward_clip(residual, x), ref, atol=1e-3)
+
+
 def test_global_frames_change_the_output_only_when_global_memory_is_on():
     model = tiny_model()
     x, g1, g2 = clip(t=2), clip(t=2, seed=1), clip(t=2, seed=2)
