@@ -80,6 +80,10 @@ class LocalMemoryConfig:
     # Add the frame's own features to ELM's output (P and W start at zero, so a fresh ELM is the
     # identity: the non-local block's residual form). False = the paper's (every shipped model).
     residual: bool = False
+    # Label propagation's local vote (no weights, changeable at load): -1 = the read's attention
+    # over every cell of the window (as trained); r >= 0 = only cells within r of the query cell
+    # (Chebyshev, 1/32 grid), renormalised, so a cell takes its names from the same place.
+    vote_radius: int = -1
 
 
 @dataclass
@@ -164,6 +168,9 @@ class ModelConfig:
             raise ValueError(f'model.label_propagation {self.label_propagation} not in 0..16')
         if self.local_memory.window < 1:
             raise ValueError('local_memory.window must be >= 1')
+        radius = self.local_memory.vote_radius
+        if isinstance(radius, bool) or not isinstance(radius, int) or radius < -1:
+            raise ValueError(f'local_memory.vote_radius must be an integer >= -1, got {radius!r}')
         if self.local_memory.query not in LOCAL_QUERIES:
             raise ValueError(f'local_memory.query {self.local_memory.query!r} not in '
                              + '/'.join(LOCAL_QUERIES))

@@ -323,7 +323,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="memory settings that change no weight, as the node's memory.* "
                         'parameters: alpha, beta, n_read, capacity, policy, eviction, '
                         'read_sampling, uniform_stride, seed, label_propagation, '
-                        'local_enabled, global_enabled')
+                        'local_vote_radius, local_enabled, global_enabled')
     p.set_defaults(func=run)
 
 

@@ -48,7 +48,7 @@ WEIGHT_FREE_KEYS = ('n_read', 'read_sampling', 'capacity', 'policy', 'alpha', 'b
                     'uniform_stride', 'seed')
 DEFAULT_SEED = 0
 # Overrides beside the global memory's: the memories' switches and label propagation's weight.
-SWITCH_KEYS = ('local_enabled', 'global_enabled', 'label_propagation')
+SWITCH_KEYS = ('local_enabled', 'global_enabled', 'label_propagation', 'local_vote_radius')
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -113,6 +113,8 @@ class Segmenter:
         net, self.folded_batchnorms = fold_batchnorm(model)
         self.channels_last = True
         self.model = net.to(self.device, memory_format=torch.channels_last)
+        if self.model.local_memory is not None:       # weight-free, so a load-time override
+            self.model.local_memory.vote_radius = config.local_memory.vote_radius
         g = config.global_memory
         self.capacity = g.capacity
         self.policy = build_policy(g.policy, alpha=g.alpha, beta=g.beta, eviction=g.eviction,
@@ -307,6 +309,12 @@ def _apply_memory_overrides(cfg: ModelConfig, memory: dict[str, Any]) -> tuple[M
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
             raise ValueError(f'memory override label_propagation must be a number, got {gamma!r}')
         cfg.label_propagation = float(gamma)
+    if 'local_vote_radius' in memory:
+        radius = memory.pop('local_vote_radius')
+        if isinstance(radius, bool) or not isinstance(radius, int) or radius < -1:
+            raise ValueError(f'memory override local_vote_radius must be an integer >= -1, '
+                             f'got {radius!r}')
+        cfg.local_memory.vote_radius = radius
     for name, value in (('local_enabled', local), ('global_enabled', glob)):
         if value is not None and not isinstance(value, bool):
             raise ValueError(f'memory override {name} must be true/false, got {value!r}')
@@ -361,7 +369,8 @@ def load_segmenter(checkpoint: str | Path | None = None, device: str = 'auto', *
         inference_size: (H, W) multiples of 32, overriding the config's `input_size`.
         memory: GlobalMemoryConfig overrides that do not change weights (alpha, beta, n_read,
             capacity, policy, eviction, read_sampling, uniform_stride, seed), plus `local_enabled`
-            / `global_enabled` to switch a memory off and `label_propagation` (gamma, 0 = off).
+            / `global_enabled` to switch a memory off, `label_propagation` (gamma, 0 = off) and
+            `local_vote_radius` (-1 every cell, r >= 0 the local vote from within r cells).
         torch_compile: torch.compile encoder and decoder (`Segmenter.compile_network`; ~20 % faster
             per step on the 2-core CPU here, a few seconds to a minute at start-up; falls back
             to eager with a warning if compiling fails).

@@ -100,6 +100,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('memory.label_propagation', -1.0, "Label propagation's weight: the memory "
               "reads also carry what past frames were named (0 = off, the paper's; -1 = the "
               "checkpoint's own).", float_range=(-1.0, 16.0)),
+    ParamSpec('memory.local_vote_radius', -2, "Label propagation's local vote: from cells "
+              'within this many 1/32 cells of each cell (0 = the same place, -1 = every cell, '
+              "-2 = the checkpoint's own).", int_range=(-2, 64)),
     ParamSpec('memory.local_enabled', True, 'Use the local (ConvLSTM) memory (false switches '
               'it off; true = as the checkpoint has it).'),
     ParamSpec('memory.global_enabled', True, 'Use the global memory bank (false switches it '
@@ -216,7 +219,8 @@ def memory_overrides(values: dict[str, Any]) -> dict[str, Any]:
 
     `local_enabled`/`global_enabled` are passed only when false: true means "use what the
     checkpoint has" (asking for a memory a checkpoint lacks is an error in load_segmenter);
-    `label_propagation` only when not negative (-1: the checkpoint's own).
+    `label_propagation` only when not negative (-1: the checkpoint's own), `local_vote_radius`
+    only when at least -1 (-2: the checkpoint's own).
     """
     out = {k.split('.', 1)[1]: v for k, v in values.items() if k.startswith('memory.')}
     for key in ('local_enabled', 'global_enabled'):
@@ -224,6 +228,8 @@ def memory_overrides(values: dict[str, Any]) -> dict[str, Any]:
             del out[key]
     if out.get('label_propagation', -1.0) < 0:
         out.pop('label_propagation', None)
+    if out.get('local_vote_radius', -2) < -1:
+        out.pop('local_vote_radius', None)
     return out
 
 

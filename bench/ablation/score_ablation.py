@@ -70,6 +70,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument('--label-propagation', type=float, default=None, metavar='GAMMA',
                     help="label propagation's weight for every model, policy and sweep run "
                          "(model.label_propagation; default: each checkpoint's own)")
+    ap.add_argument('--local-vote-radius', type=int, default=None, metavar='R',
+                    help="the local vote's radius for every model with a local memory "
+                         "(model.local_memory.vote_radius: -1 every cell, 0 the same cell; "
+                         "default: each checkpoint's own)")
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     ap.add_argument('--json', type=Path, default=REPO / 'bench' / 'results' / 'ablation.json')
@@ -114,10 +118,12 @@ def parameters(path: Path) -> dict:
 
 
 def overrides(args: argparse.Namespace, memory: dict | None = None) -> dict | None:
-    """`memory` plus `--label-propagation` when given (None when there is nothing to change)."""
-    gamma = getattr(args, 'label_propagation', None)        # other scripts' args lack it
-    if gamma is not None:
-        memory = {**(memory or {}), 'label_propagation': gamma}
+    """`memory` plus `--label-propagation` and `--local-vote-radius` when given (None when there
+    is nothing to change; the radius changes nothing in a model without a local memory)."""
+    for key in ('label_propagation', 'local_vote_radius'):
+        value = getattr(args, key, None)                    # other scripts' args lack them
+        if value is not None:
+            memory = {**(memory or {}), key: value}
     return memory
 
 
@@ -208,7 +214,9 @@ def markdown(res: dict) -> str:
              'protocol; challenge: EndoVis challenge IoU/Dice; all in %. ms: median '
              f"`Segmenter.step` on {res['machine']} ({res['threads']} threads), round-robin."
              + ('' if res.get('label_propagation') is None else
-                f" Label propagation gamma {res['label_propagation']:g} for every model."),
+                f" Label propagation gamma {res['label_propagation']:g} for every model.")
+             + ('' if res.get('local_vote_radius') is None else
+                f" Local vote radius {res['local_vote_radius']} for every local memory."),
              '', '| model | local | global | mIoU | mDice | challenge IoU | challenge Dice '
              '| Δ mIoU | ms/frame | × backbone | parameters |',
              '|---|---|---|---|---|---|---|---|---|---|---|']
@@ -274,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                                'seed': args.test_seed, 'synth_command': synth_cmd,
                                'max_frames': args.max_frames},
                  'label_propagation': args.label_propagation,
+                 'local_vote_radius': args.local_vote_radius,
                  'machine': cpu_name(),
                  'threads': torch.get_num_threads(), 'models': {}}
     for name, path in paths.items():

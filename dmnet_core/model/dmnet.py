@@ -44,6 +44,8 @@ class DMNet(nn.Module):
         local_query: what the local read asks with: 'hidden' (theta(h_t), the paper's) or 'key'.
         local_residual: ELM adds the frame's features to its output (zero-initialised, so a
             fresh ELM is the identity); False is the paper's form.
+        local_vote_radius: label propagation's local vote from cells within this radius of the
+            query cell (-1: every cell).
         global_enabled: build the Active Global Memory read.
         key_channels: Ck of the global keys.
         value_channels: Cv of the global values.
@@ -58,6 +60,7 @@ class DMNet(nn.Module):
     def __init__(self, num_classes: int, *, encoder: str = 'mobilenet_v2', channels: int = 256,
                  local_enabled: bool = True, local_hidden: int = 256, local_window: int = 5,
                  local_query: str = 'hidden', local_residual: bool = False,
+                 local_vote_radius: int = -1,
                  global_enabled: bool = True, key_channels: int = 64, value_channels: int = 128,
                  fusion: str = 'tandem', global_mask_value: bool = False,
                  global_key_position: int = 0, global_mask_init: str = 'zero',
@@ -70,7 +73,7 @@ class DMNet(nn.Module):
         self.decoder = RefineDecoder(self.encoder.skip_groups, channels, num_classes)
         # Disabled memories are not built at all, so a memory-free model is exactly the backbone.
         self.local_memory = (EfficientLocalMemory(channels, local_hidden, local_window, local_query,
-                                                  local_residual)
+                                                  local_residual, local_vote_radius)
                              if local_enabled else None)
         self.global_memory = (GlobalMemoryReader(channels, key_channels, value_channels,
                                                  num_classes if global_mask_value else 0,
@@ -170,7 +173,7 @@ class DMNet(nn.Module):
         """The memories' prior over instrument types, B x (K-1) x h x w, or None (no read)."""
         reads = []
         if self.use_local and state is not None and labels.local is not None:
-            weights = self.local_memory.read_weights(state)          # B x hw x (n-1)hw
+            weights = self.local_memory.vote_weights(state)          # B x hw x (n-1)hw
             m = weights.shape[-1] // f32[0, 0].numel()
             if m:
                 reads.append((weights, cells(labels.local[:, labels.local.shape[1] - m:])))
@@ -203,6 +206,7 @@ def build_model(cfg: ModelConfig, pretrained: bool = True) -> DMNet:
         local_window=cfg.local_memory.window,
         local_query=cfg.local_memory.query,
         local_residual=cfg.local_memory.residual,
+        local_vote_radius=cfg.local_memory.vote_radius,
         global_enabled=cfg.global_memory.enabled,
         key_channels=cfg.global_memory.key_channels,
         value_channels=cfg.global_memory.value_channels,

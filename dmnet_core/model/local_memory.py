@@ -73,16 +73,20 @@ class EfficientLocalMemory(nn.Module):
             so a memory trained from a single-frame network starts as that network and learns
             only what it adds. False (the paper's form, every shipped model): the frame reaches
             the decoder only through the ConvLSTM's gates.
+        vote_radius: which cells label propagation's vote (`vote_weights`) takes names from: -1
+            every cell the read attends to; r >= 0 only those within r cells of the query cell.
+            Holds no weights, so it can change after training.
     """
 
     def __init__(self, channels: int, hidden: int, window: int, query: str = 'hidden',
-                 residual: bool = False) -> None:
+                 residual: bool = False, vote_radius: int = -1) -> None:
         super().__init__()
         if query not in LOCAL_QUERIES:
             raise ValueError(f'local memory query {query!r} not in {LOCAL_QUERIES}')
         ck, cv = max(channels // 4, 1), max(channels // 2, 1)
         self.window = window
         self.residual = residual
+        self.vote_radius = vote_radius
         self.cell = ConvLSTMCell(channels, hidden, 3)
         # A residual ELM needs P as weights even where Hd == C, to start it at zero.
         self.out_proj = (nn.Conv2d(hidden, channels, 1) if residual or hidden != channels
@@ -127,3 +131,19 @@ class EfficientLocalMemory(nn.Module):
         current frame itself)."""
         weights = attention_weights(self.ask(state), torch.stack(state.keys, 1))
         return weights[..., :weights.shape[-1] - state.keys[-1][0, 0].numel()]
+
+    def vote_weights(self, state: LocalState) -> torch.Tensor:
+        """`read_weights` as label propagation votes with them, B x hw x (n-1)hw: with
+        `vote_radius` r >= 0 each row keeps only the previous frames' cells within r of its
+        own cell, rescaled to the row's total (how much the read took from the past)."""
+        weights = self.read_weights(state)
+        if self.vote_radius < 0 or weights.shape[-1] == 0:
+            return weights
+        h, w = state.keys[-1].shape[-2:]
+        ys, xs = torch.meshgrid(torch.arange(h, device=weights.device),
+                                torch.arange(w, device=weights.device), indexing='ij')
+        cell = torch.stack([ys.flatten(), xs.flatten()], 1)                 # hw x 2
+        near = (cell[:, None] - cell[None]).abs().amax(-1) <= self.vote_radius  # hw x hw
+        kept = weights * near.repeat(1, weights.shape[-1] // (h * w)).to(weights.dtype)
+        scale = weights.sum(-1, keepdim=True) / kept.sum(-1, keepdim=True).clamp_min(1e-12)
+        return kept * scale

@@ -79,8 +79,9 @@ def test_residual_local_memory_round_trips_and_old_configs_keep_the_papers_elm(t
     assert cfg2.local_memory.residual and loaded.local_memory.residual
     assert torch.equal(loaded.local_memory.out.weight, model.local_memory.out.weight)
     old = to_dict(tiny_config())
-    del old['local_memory']['residual']
+    del old['local_memory']['residual'], old['local_memory']['vote_radius']
     assert from_dict(ModelConfig, old).local_memory.residual is False
+    assert from_dict(ModelConfig, old).local_memory.vote_radius == -1     # the trained vote
 
 
 def test_half_storage_loads_back_as_float32(tmp_path):

@@ -141,6 +141,51 @@ def test_step_names_what_the_memories_stored(local, glob):
         assert torch.equal(off, plain)            # nothing stored: nothing propagated
 
 
+def test_local_vote_radius_0_names_each_cell_after_the_same_place():
+    """Two previous frames whose left column was named forceps (1) and the rest scissors (3):
+    with vote_radius 0 the prior of every cell is what that cell was named; with the trained
+    vote over every cell (-1) the left cells also hear the scissors around them."""
+    cfg = type_config()
+    cfg.global_memory.enabled = False
+    model = type_model(cfg)
+    g = torch.Generator().manual_seed(3)
+    xs = torch.randn(3, 1, 3, H, W, generator=g)
+    stored = pure_shares(1, 2, 3)
+    stored[:, :, :, :, 0] = 0
+    stored[:, :, 1, :, 0] = 1.0                               # column 0: forceps
+    with torch.no_grad():
+        state = None
+        for x in xs:
+            skips, f32 = model.encode(x)
+            _, state = model.step(skips, f32, state)
+        labels = MemoryLabels(local=stored, global_=None, gamma=2.0)
+        priors = {}
+        for radius in (-1, 0):
+            model.local_memory.vote_radius = radius
+            priors[radius] = model.type_prior(f32, None, state, None, labels)  # 1 x T x 2 x 3
+    same = priors[0]
+    assert (same[0, 0, :, 0] > 0.9).all() and (same[0, 2, :, 1:] > 0.9).all()
+    assert (priors[-1][0, 0, :, 0] < same[0, 0, :, 0] - 0.05).all()
+
+
+def test_local_vote_radius_is_a_load_time_setting(tmp_path):
+    cfg = type_config(label_propagation=2.0)
+    path = save(tmp_path, type_model(cfg), cfg)
+    frames = video(6, seed=2)
+    assert load_segmenter(path, 'cpu').model.local_memory.vote_radius == -1
+    near = load_segmenter(path, 'cpu', memory={'local_vote_radius': 0})
+    assert near.model.local_memory.vote_radius == 0 and near.config.local_memory.vote_radius == 0
+    trained = load_segmenter(path, 'cpu')
+    labels = [(near.step(f), trained.step(f)) for f in frames]
+    assert any(not np.array_equal(a, b) for a, b in labels[1:])
+    for bad in (-2, 0.5, True, 'same'):
+        with pytest.raises(ValueError, match='local_vote_radius'):
+            load_segmenter(path, 'cpu', memory={'local_vote_radius': bad})
+    cfg.local_memory.vote_radius = -3
+    with pytest.raises(ValueError, match='vote_radius must be an integer >= -1'):
+        cfg.validate()
+
+
 def save(tmp_path, model, cfg, name='m'):
     path = tmp_path / f'{name}.safetensors'
     save_checkpoint(path, model, cfg)

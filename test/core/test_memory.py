@@ -102,6 +102,35 @@ def test_residual_elm_starts_as_the_identity(hidden):
     assert not torch.allclose(elm(f, state)[0], f)
 
 
+def test_local_vote_radius_keeps_the_near_cells_and_the_rows_total():
+    """vote_radius r >= 0: label propagation's local vote keeps, in each previous frame, only the
+    cells within r (Chebyshev) of the query cell, rescaled to what the read took from the past;
+    -1, or a radius that covers the grid, is the read's own attention."""
+    torch.manual_seed(0)
+    elm = EfficientLocalMemory(16, 8, 3)
+    state = None
+    for _ in range(3):
+        _, state = elm(torch.randn(1, 16, 3, 4) * 3, state)
+    full = elm.read_weights(state)                          # 1 x 12 x 24
+    torch.testing.assert_close(elm.vote_weights(state), full)
+    elm.vote_radius = 0
+    same = elm.vote_weights(state)
+    torch.testing.assert_close(same.sum(-1), full.sum(-1))
+    cells = same.unflatten(-1, (2, 12))                     # 1 x 12 x 2 frames x 12 cells
+    off = ~torch.eye(12, dtype=torch.bool)
+    assert cells[0][:, :, :][off[:, None, :].expand(12, 2, 12)].abs().max() == 0
+    assert (cells[0].diagonal(dim1=0, dim2=2) > 0).all()
+    ratio = cells / full.unflatten(-1, (2, 12))             # the frames keep their proportions
+    diag = ratio[0].diagonal(dim1=0, dim2=2)                # 2 x 12
+    torch.testing.assert_close(diag[0], diag[1])
+    elm.vote_radius = 1
+    near = elm.vote_weights(state).unflatten(-1, (2, 12))[0]
+    assert near[0, :, 2:4].abs().max() == 0 and near[0, :, 6].abs().max() == 0   # cell (0,0)
+    assert (near[0, :, [0, 1, 4, 5]] > 0).all()
+    elm.vote_radius = 3
+    torch.testing.assert_close(elm.vote_weights(state), full)
+
+
 def test_read_sampler_modes():
     spread = ReadSampler('spread', 4)
     assert spread.indices(3) == [0, 1, 2]

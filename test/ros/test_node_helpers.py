@@ -77,6 +77,9 @@ def test_memory_overrides_and_inference_size():
     assert 'label_propagation' not in mem               # -1: the checkpoint's own
     values['memory.label_propagation'] = 0.0
     assert node_params.memory_overrides(values)['label_propagation'] == 0.0
+    assert 'local_vote_radius' not in mem               # -2: the checkpoint's own
+    values['memory.local_vote_radius'] = 0
+    assert node_params.memory_overrides(values)['local_vote_radius'] == 0
     assert node_params.inference_size(values) is None
     values['inference_size'] = [64, 96]
     assert node_params.inference_size(values) == (64, 96)
