@@ -208,6 +208,15 @@ def test_label_propagation_goes_to_the_memory_variants_only() -> None:
         script.parse_args(['--label-propagation', '-1'])
 
 
+def test_score_passes_the_local_vote_radius_to_every_model(tmp_path) -> None:
+    score = _script('score_ablation')
+    args = score.parse_args(['--data', str(tmp_path), '--local-vote-radius', '0'])
+    assert score.overrides(args) == {'local_vote_radius': 0}
+    assert score.overrides(args, {'local_enabled': False}) == {'local_enabled': False,
+                                                               'local_vote_radius': 0}
+    assert score.overrides(score.parse_args(['--data', str(tmp_path)])) is None   # as trained
+
+
 def _fake_score(path: Path, miou: dict, tip: dict) -> Path:
     models = {v: {'mean_iou': m, 'per_condition_miou': {'tip_occluded': tip[v]}}
               for v, m in miou.items()}
