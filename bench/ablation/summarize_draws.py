@@ -107,8 +107,11 @@ def summarize(draws: list[tuple[str, dict]], compared: tuple[str, ...] = tuple(B
                          res['models']['single_frame'].get('per_condition_miou', {})})
     cond_gain = {}
     for c in conditions:
+        # A condition with no scored class on a set (a few frames under the GT-pixel rule) is
+        # None there: that set is left out of the condition's mean.
         cells = [res['models'] for _, res in draws
-                 if all(c in res['models'][v].get('per_condition_miou', {}) for v in models)]
+                 if all(res['models'][v].get('per_condition_miou', {}).get(c) is not None
+                        for v in models)]
         if cells:
             cond_gain[c] = {v: statistics.fmean(
                 100 * (ms[v]['per_condition_miou'][c] - ms['single_frame']['per_condition_miou'][c])

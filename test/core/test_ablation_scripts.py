@@ -248,6 +248,16 @@ def test_summarize_draws_pairs_each_gain_with_its_own_single_frame(tmp_path, cap
     assert '2 of 2' in (tmp_path / 'sum.md').read_text()
 
 
+def test_summarize_draws_leaves_a_condition_out_where_a_set_scored_none(tmp_path) -> None:
+    # A condition on a few frames can have no class over the GT-pixel rule: None in that file.
+    summarize = _script('summarize_draws')
+    miou = {'single_frame': 0.2, 'local_only': 0.3, 'global_only': 0.3, 'dmnet': 0.3}
+    a = _fake_score(tmp_path / 'a.json', miou, dict.fromkeys(miou, None))
+    b = _fake_score(tmp_path / 'b.json', miou, {**dict.fromkeys(miou, 0.3), 'single_frame': 0.1})
+    res = summarize.summarize([summarize.load_draw(f'run={a}'), summarize.load_draw(f'run={b}')])
+    assert res['per_condition_mean_gain']['tip_occluded']['dmnet'] == pytest.approx(20.0)
+
+
 def test_summarize_draws_averages_one_draw_over_its_held_out_sets(tmp_path) -> None:
     summarize = _script('summarize_draws')
     tip = dict.fromkeys(('single_frame', 'local_only', 'global_only', 'dmnet'), 0.1)
