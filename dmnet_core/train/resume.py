@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dmnet_core.config import ExperimentConfig, ModelConfig, to_dict
+from dmnet_core.config import ExperimentConfig, ModelConfig, from_dict, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,13 @@ def check_resume_config(meta: dict, exp: ExperimentConfig, where: Path) -> None:
     """The model must be the one being resumed; training-length changes only warn."""
     saved = meta.get('config', {})
     now = to_dict(exp)
-    diffs = _diff_dicts(saved.get('model', {}), now['model'], 'model')
+    saved_model = saved.get('model', {})
+    try:
+        # A field added since the run started takes its default, which keeps the old behaviour.
+        saved_model = to_dict(from_dict(ModelConfig, saved_model))
+    except (TypeError, ValueError):
+        pass                                    # a key this version lacks: the diff names it
+    diffs = _diff_dicts(saved_model, now['model'], 'model')
     if diffs:
         raise ValueError(f'{where}: --resume with a different model config: ' + '; '.join(diffs))
     tdiffs = _diff_dicts(saved.get('train', {}), now['train'], 'train')

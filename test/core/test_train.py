@@ -389,3 +389,19 @@ def test_label_propagation_trains_through_the_prior(data, tmp_path) -> None:
     assert rc == 0
     assert load_yaml(tmp_path / 'cli' / 'config.yaml', ExperimentConfig).model.label_propagation \
         == 1.5
+
+
+def test_resume_accepts_a_run_from_before_a_new_model_field_but_not_another_model():
+    from dmnet_core.config import to_dict
+    from dmnet_core.train.resume import check_resume_config
+    exp = ExperimentConfig()
+    saved = to_dict(exp)
+    del saved['model']['local_memory']['vote_radius']      # written before the field existed
+    check_resume_config({'config': saved}, exp, Path('run'))
+    saved['model']['local_memory']['hidden'] = 7
+    with pytest.raises(ValueError, match='hidden: saved 7'):
+        check_resume_config({'config': saved}, exp, Path('run'))
+    saved['model']['local_memory']['hidden'] = exp.model.local_memory.hidden
+    saved['model']['local_memory']['from_the_future'] = 1
+    with pytest.raises(ValueError, match='from_the_future'):
+        check_resume_config({'config': saved}, exp, Path('run'))
