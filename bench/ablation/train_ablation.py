@@ -104,6 +104,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument('--label-propagation', type=float, default=2.0, metavar='GAMMA',
                     help='train every variant with a memory through label propagation '
                          '(dmnet train --label-propagation; default 2, 0: off)')
+    ap.add_argument('--local-vote-radius', type=int, default=-1, metavar='R',
+                    help="written into the exported checkpoints' local_memory.vote_radius, an "
+                         'inference setting (training votes over every cell either way): -1 '
+                         'every cell, 0 the same cell (default -1)')
     for flag in ('--batch-size', '--workers', '--val-frames', '--seed'):
         ap.add_argument(flag, type=int, default=None, help='passed to dmnet train')
     ap.add_argument('--clip-len', type=int, default=9,
@@ -132,6 +136,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f'--memory-fraction {args.memory_fraction} must be in [0, 1)')
     if args.label_propagation < 0:
         ap.error(f'--label-propagation {args.label_propagation:g} must be >= 0')
+    if args.local_vote_radius < -1:
+        ap.error(f'--local-vote-radius {args.local_vote_radius} must be >= -1')
     return args
 
 
@@ -216,12 +222,14 @@ def run_training(name: str, cmd: list[str], out: Path, total: int, times: dict) 
         raise SystemExit(f'train_ablation: dmnet train failed for {name} (rc {rc})')
 
 
-def export(variant: str, run: Path, out: Path, extra: dict) -> Path:
-    """The run's best checkpoint -> OUT/<variant>.safetensors in fp16 (config YAML beside)."""
+def export(variant: str, run: Path, out: Path, extra: dict, vote_radius: int = -1) -> Path:
+    """The run's best checkpoint -> OUT/<variant>.safetensors in fp16 (config YAML beside), with
+    `vote_radius` as its local memory's inference setting."""
     from dmnet_core.checkpoint import build_from_checkpoint, load_checkpoint, save_checkpoint
     src = run / 'best.safetensors'
     model, cfg = build_from_checkpoint(src)
     _, _, info = load_checkpoint(src)
+    cfg.local_memory.vote_radius = vote_radius          # weight-free: the weights are the run's
     dst = out / f'{variant}.safetensors'
     save_checkpoint(dst, model, cfg, extra={**extra, 'variant': variant,
                                             'best_epoch': info.get('epoch'),
@@ -268,11 +276,13 @@ def main(argv: list[str] | None = None) -> int:
               'synth_command': ['dmnet', *synth_cmd], 'stage1_iters': args.stage1_iters,
               'iters': args.iters, 'memory_fraction': args.memory_fraction,
               'label_propagation': args.label_propagation,
+              'local_vote_radius': args.local_vote_radius,
               'train_commands': {k: ['dmnet', *v] for k, v in commands.items()},
               'wall_seconds': times, 'machine': cpu_name(), 'gpu': gpu_name()}
     for variant in args.variants:
         dst = export(variant, args.runs / variant, args.models_out,
-                     {'ablation_stage1_iters': args.stage1_iters, 'ablation_iters': args.iters})
+                     {'ablation_stage1_iters': args.stage1_iters, 'ablation_iters': args.iters},
+                     args.local_vote_radius)
         print(f'{variant}: {dst}', flush=True)
     # Variants trained later (e.g. the mask-value ones) join the recipe beside the four.
     recipe_path = args.models_out / 'recipe.json'

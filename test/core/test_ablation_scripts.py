@@ -71,6 +71,10 @@ def test_train_four_variants_identically(trained, capsys) -> None:
         lp = cmd[cmd.index('--label-propagation') + 1] if '--label-propagation' in cmd else None
         assert (lp, cfg.label_propagation) == ((None, 0.0) if name == 'single_frame'
                                                else ('2', 2.0)), name
+    # The local vote's radius is an inference setting written at export, the same for all.
+    default = _script('train_ablation').parse_args([]).local_vote_radius
+    assert recipe['local_vote_radius'] == default
+    assert {c.local_memory.vote_radius for c in configs.values()} == {default}
     synth = recipe['synth_command']
     assert synth[:2] == ['dmnet', 'synth'] and synth[synth.index('--val') + 1] == '1'
     for name in flags:
@@ -88,6 +92,17 @@ def test_train_four_variants_identically(trained, capsys) -> None:
     capsys.readouterr()
     assert _script('train_ablation').main(trained['argv']) == 0
     assert capsys.readouterr().out.count('skipped') == 5
+
+
+def test_export_writes_the_vote_radius_and_keeps_the_weights(trained, tmp_path) -> None:
+    script = _script('train_ablation')
+    run = trained['root'] / 'runs' / 'local_only'
+    paths = {r: script.export('local_only', run, tmp_path / str(r), {}, r) for r in (-1, 0)}
+    (cfg_all, w_all, _), (cfg_same, w_same, _) = (load_checkpoint(paths[r]) for r in (-1, 0))
+    assert (cfg_all.local_memory.vote_radius, cfg_same.local_memory.vote_radius) == (-1, 0)
+    assert w_all.keys() == w_same.keys() and all((w_all[k] == w_same[k]).all() for k in w_all)
+    with pytest.raises(SystemExit):
+        script.parse_args(['--local-vote-radius', '-2'])
 
 
 def test_score_writes_the_tables(trained, tmp_path) -> None:
