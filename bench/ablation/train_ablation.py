@@ -104,10 +104,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument('--label-propagation', type=float, default=2.0, metavar='GAMMA',
                     help='train every variant with a memory through label propagation '
                          '(dmnet train --label-propagation; default 2, 0: off)')
-    ap.add_argument('--local-vote-radius', type=int, default=-1, metavar='R',
+    ap.add_argument('--local-vote-radius', type=int, default=0, metavar='R',
                     help="written into the exported checkpoints' local_memory.vote_radius, an "
                          'inference setting (training votes over every cell either way): -1 '
-                         'every cell, 0 the same cell (default -1)')
+                         'every cell, 0 the same cell (default 0, as the committed checkpoints; '
+                         'README item 30)')
     for flag in ('--batch-size', '--workers', '--val-frames', '--seed'):
         ap.add_argument(flag, type=int, default=None, help='passed to dmnet train')
     ap.add_argument('--clip-len', type=int, default=9,
