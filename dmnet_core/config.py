@@ -224,6 +224,53 @@ class AugmentConfig:
 
 
 @dataclass
+class StillMotionConfig:
+    """Stills as video: each still is filmed by a smooth random camera path (zoom, pan, roll,
+    tilt) with lighting drift and blur, applied to image and mask alike, as video object
+    segmentation models pre-train on static images. The path spans `path_frames` frames; a
+    clip is `data.clip_len` consecutive ones, its global frames come from anywhere on it.
+    """
+    zoom: list[float] = field(default_factory=lambda: [1.0, 1.8])   # the path's mean zoom
+    zoom_swing: float = 0.15            # zoom varies by a factor exp(+-this) along the path
+    pan: float = 0.12                   # the view's centre swings +- this share of the still
+    roll: float = 10.0                  # camera roll swings +- this many degrees
+    tilt: float = 0.05                  # perspective: one edge up to this share larger
+    light: float = 15.0                 # brightness drifts +- this (0..255 units)
+    gain: float = 0.1                   # contrast drifts by a factor 1 +- this
+    blur_p: float = 0.2                 # per frame: probability of a defocus blur ...
+    blur_sigma: list[float] = field(default_factory=lambda: [0.5, 2.0])  # ... sigma (px)
+    path_frames: int = 50
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        for name in ('zoom', 'blur_sigma'):
+            v = getattr(self, name)
+            if len(v) != 2 or v[0] > v[1] or v[0] < 0:
+                raise ValueError(f'data.still_motion.{name} must be [low, high] with '
+                                 f'0 <= low <= high, got {v}')
+        if self.zoom[0] < 1.0:
+            raise ValueError(f'data.still_motion.zoom must be >= 1 (zoom in), got {self.zoom}')
+        for name in ('zoom_swing', 'pan', 'roll', 'tilt', 'light', 'gain'):
+            if getattr(self, name) < 0:
+                raise ValueError(f'data.still_motion.{name} must be >= 0, '
+                                 f'got {getattr(self, name)}')
+        if not 0 <= self.blur_p <= 1:
+            raise ValueError(f'data.still_motion.blur_p must be in 0..1, got {self.blur_p}')
+        if self.gain >= 1 or self.pan >= 0.5 or self.tilt >= 0.5:
+            raise ValueError('data.still_motion.gain must be < 1, pan and tilt < 0.5')
+        if self.path_frames < 1:
+            raise ValueError(f'data.still_motion.path_frames must be >= 1, '
+                             f'got {self.path_frames}')
+
+
+@dataclass
+class StillsSourceConfig:
+    """Real stills with masks, made into clips (`StillMotionConfig`) and mixed with the video."""
+    root: str = ''                      # a folder in the Endoscapes layout (images/, masks/)
+    weight: float = 1.0                 # sampling weight against data.video_weight
+
+
+@dataclass
 class DataConfig:
     root: str = ''                      # a folder in the dmnet layout (dmnet_core.data.layout)
     train_split: str = 'train'
@@ -234,6 +281,14 @@ class DataConfig:
     augment: bool = True
     num_workers: int = 0
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)   # used when augment
+    # Sources mixed in every epoch: each training clip comes from data.root's video with weight
+    # video_weight or from one of `stills` with its weight (0: that source is not drawn).
+    video_weight: float = 1.0
+    stills: list[StillsSourceConfig] = field(default_factory=list)
+    still_motion: StillMotionConfig = field(default_factory=StillMotionConfig)
+    # Real stills folders (Endoscapes layout) scored at every validation beside data.root's
+    # val split; the checkpoint is chosen on the mean of all of them.
+    val_stills: list[str] = field(default_factory=list)
 
 
 @dataclass

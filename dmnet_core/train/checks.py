@@ -40,11 +40,22 @@ def validate_config(exp: ExperimentConfig) -> None:
         (len(d.crop) == 2 and all(c > 0 and c % 32 == 0 for c in d.crop),
          f'data.crop {d.crop} must be two positive multiples of 32'),
         (bool(d.root), 'data.root is empty: give --data DIR or data.root in the YAML'),
+        (d.video_weight >= 0, f'data.video_weight must be >= 0, got {d.video_weight}'),
+        (all(s.weight >= 0 for s in d.stills),
+         f'data.stills weights must be >= 0, got {[s.weight for s in d.stills]}'),
+        (d.video_weight > 0 or any(s.weight > 0 for s in d.stills),
+         'data.video_weight and every data.stills weight are 0: nothing to train on'),
+        (all(s.root for s in d.stills), 'data.stills: every source needs a root folder'),
+        (not d.stills or exp.model.task == 'binary',
+         f'data.stills (binary instrument masks) need model.task binary, got {exp.model.task}'),
+        (not (d.stills and t.part_weights),
+         'train.part_weights need parts masks, which data.stills do not have'),
     ]
     for ok, msg in checks:
         if not ok:
             raise ValueError(msg)
     exp.model.validate()
+    d.still_motion.validate()
 
 
 def check_split(root: str | Path, split: str, task: str) -> list[layout.Sequence]:

@@ -42,13 +42,27 @@ class EpochSampler(torch.utils.data.Sampler[int]):
 
 
 def build_dataset(exp: ExperimentConfig, dist_info: Dist) -> Any:
-    """The training clip dataset (`dmnet_core.data.clips.ClipDataset`)."""
+    """The training clip dataset: data.root's video clips (`dmnet_core.data.clips.ClipDataset`),
+    mixed by weight with clips made from real stills (`dmnet_core.data.stills`) when
+    `data.stills` names any."""
     from dmnet_core.data.clips import ClipDataset
     d = exp.data
-    return ClipDataset(d.root, d.train_split, exp.model.task, clip_len=d.clip_len,
-                       # Drawn even for a model without global memory (which ignores them):
-                       # the same clips and augmentations for every ablation variant.
-                       n_global=d.n_global,
-                       crop=tuple(d.crop), augment=d.augment, seed=exp.train.seed,
-                       aug=d.augmentation,
-                       weight_task='parts' if exp.train.part_weights else None)
+    sources, weights = [], []
+    if d.video_weight > 0 or not d.stills:
+        sources.append(ClipDataset(
+            d.root, d.train_split, exp.model.task, clip_len=d.clip_len,
+            # Drawn even for a model without global memory (which ignores them): the same
+            # clips and augmentations for every ablation variant.
+            n_global=d.n_global, crop=tuple(d.crop), augment=d.augment, seed=exp.train.seed,
+            aug=d.augmentation, weight_task='parts' if exp.train.part_weights else None))
+        weights.append(d.video_weight)
+    if not d.stills:
+        return sources[0]
+    from dmnet_core.data.stills import MixedClips, StillClipDataset
+    for src in d.stills:
+        sources.append(StillClipDataset(src.root, d.clip_len, d.n_global, d.crop,
+                                        motion=d.still_motion,
+                                        aug=d.augmentation if d.augment else None,
+                                        seed=exp.train.seed))
+        weights.append(src.weight)
+    return MixedClips(sources, weights, seed=exp.train.seed)

@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 TRAIN_LOG_FIELDS = ['step', 'epoch', 'loss', 'ce', 'dice_loss', 'lr', 'grad_norm', 'seconds',
                     'stage', 'grad_norm_local_memory', 'grad_norm_global_memory']
 VAL_LOG_FIELDS = ['epoch', 'step', 'mean_dice', 'mean_iou', 'binary_dice', 'challenge_iou',
-                  'pred_flicker', 'fps', 'best']
+                  'pred_flicker', 'fps', 'best', 'real_binary_dice', 'selection']
 
 
 class CsvLog:

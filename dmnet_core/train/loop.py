@@ -133,6 +133,9 @@ def _check_inputs(exp: ExperimentConfig) -> StagePlan:
     check_split(root, exp.data.train_split, exp.model.task)
     if exp.data.val_split:
         check_split(root, exp.data.val_split, exp.model.task)
+    from dmnet_core.data.endoscapes import find_stills
+    for folder in [s.root for s in exp.data.stills] + exp.data.val_stills:
+        find_stills(folder)                    # names a missing folder or mask now
     return plan
 
 

@@ -94,7 +94,7 @@ def test_imagenet_for_another_encoder_is_refused():
     assert resolve_weights('mobilenet_v2', 'x.pth') == 'x.pth'
     assert resolve_weights('efficientnet_lite0', None) is None
     with pytest.raises(ValueError, match='only known for'):
-        resolve_weights('mobilenet_v2', 'imagenet')
+        resolve_weights('resnet18', 'imagenet')
 
 
 def test_imagenet_without_the_package_says_how_to_get_it(no_lite0_package):
