@@ -93,6 +93,12 @@ def _f(v: float | None) -> str:
     return '-' if v is None else f'{v:.4f}'
 
 
+def _short(folder: str) -> str:
+    """A folder's name, with its parent's where the name is a split ('endoscapes_seg/val')."""
+    p = Path(folder)
+    return f'{p.parent.name}/{p.name}' if p.name in ('train', 'val', 'test') else p.name
+
+
 def markdown(res: dict) -> str:
     """One table row per folder and memory setting."""
     lines = [f"Model: {res['checkpoint']} (task {res['task']}, inference "
@@ -107,7 +113,7 @@ def markdown(res: dict) -> str:
                 continue
             r = s[name]
             lines.append(
-                f"| {Path(s['data']).name if Path(s['data']).name != 'val' else s['data']} "
+                f"| {_short(s['data'])} "
                 f"| {name.split('_')[1]} | {r['frames']} ({r['frames_with_instrument']}) "
                 f"| {_f(r['binary_dice'])} | {_f(r['binary_dice_dataset'])} "
                 f"| {r['empty_frames_with_fp']} of {r['empty_frames']} "
