@@ -12,8 +12,6 @@ is untouched) and recomputes, for every read, what the fused attention kernel do
 - `local_past_mass`: attention mass the non-local read puts on the previous frames of the window
   (0 = it only looks at the current frame).
 - `local_share`: |W(read)| / (|P(h)| + |W(read)|), the non-local branch's share of ELM's output.
-- `prediction_share` (predictions in the bank only): for each stored memory frame,
-  |mask(shares)| / (|value(f)| + |mask(shares)|), the prediction's share of its value.
 
 `RecordingPolicy` is the active policy that also records each frame's representativeness r and
 descriptor; `admit_sweep` replays the rule (r > alpha and s < beta, s = -distance to the last
@@ -37,7 +35,6 @@ from dmnet_core.model.global_memory import (
     MemoryBank,
     MemoryEntry,
     attention_weights,
-    class_shares,
     descriptor_distance,
     memory_cells,
 )
@@ -104,7 +101,6 @@ class ProbeRecords:
     local_entropy: list[float] = field(default_factory=list)
     local_past_mass: list[float] = field(default_factory=list)
     local_share: list[float] = field(default_factory=list)
-    prediction_share: list[float] = field(default_factory=list)
 
     def summary(self) -> dict:
         """Mean of each record (None when never read) and the read counts."""
@@ -119,8 +115,6 @@ class ProbeRecords:
             'local_past_mass': mean(self.local_past_mass),
             'local_share': mean(self.local_share),
             'local_reads': len(self.local_entropy),
-            'prediction_share': mean(self.prediction_share),
-            'stored_predictions': len(self.prediction_share),
         }
 
 
@@ -146,25 +140,10 @@ class MemoryProbe:
         if getattr(self.model, 'local_memory', None) is not None:
             self._stack.callback(
                 self.model.local_memory.register_forward_hook(self._local).remove)
-        if reader is not None and getattr(reader, 'mask', None) is not None:
-            # key_value is no forward, so no hook sees it.
-            self._stack.enter_context(shadowed(reader, 'key_value',
-                                               self._key_value_recorder(reader)))
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
-
-    def _key_value_recorder(self, reader: nn.Module):
-        original = type(reader).key_value.__get__(reader)
-
-        def key_value(f: torch.Tensor, logits: torch.Tensor | None = None):
-            if logits is not None:
-                with torch.no_grad():
-                    pred = reader.mask(class_shares(logits, f.shape[-2:]).to(f.dtype))
-                    self.records.prediction_share.append(_share(pred, reader.value(f)))
-            return original(f, logits)
-        return key_value
 
     @torch.no_grad()
     def _global(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from dmnet_core.model.dmnet import DMNet
-from dmnet_core.model.global_memory import class_shares, mask_logits
+from dmnet_core.model.global_memory import class_shares
 from dmnet_core.model.label_propagation import MemoryLabels
 from dmnet_core.model.transforms import normalize
 
@@ -19,7 +19,6 @@ __all__ = ['forward_clip', 'normalize']
 
 def forward_clip(model: DMNet, clip: torch.Tensor,
                  global_frames: torch.Tensor | None = None,
-                 global_masks: torch.Tensor | None = None, gt_share: float = 0.0,
                  label_propagation: float = 0.0) -> torch.Tensor:
     """Run a clip frame by frame with the ConvLSTM state carried through it (back-propagated).
 
@@ -31,10 +30,6 @@ def forward_clip(model: DMNet, clip: torch.Tensor,
         model: the network.
         clip: normalised frames, B x T x 3 x H x W.
         global_frames: normalised memory frames B x G x 3 x H x W, or None.
-        global_masks: their ground-truth class masks, B x G x H x W (long), or None.
-        gt_share: with predictions in the bank and `global_masks`, each memory frame stores its
-            ground-truth mask instead of the network's prediction with this probability (drawn
-            from torch's global generator); 0 = always the prediction, as at inference.
         label_propagation: gamma > 0 trains through label propagation as the Segmenter runs it:
             each frame's type prior is read from the local window's previous clip frames'
             predictions and the memory frames' own predictions (both detached), so the loss
@@ -59,19 +54,15 @@ def forward_clip(model: DMNet, clip: torch.Tensor,
     skips, f32 = model.encode(frames)
     mem_k = mem_v = g_shares = None
     if use_global:
-        g_logits = None
-        if model.global_mask_value or label_propagation > 0:
+        if label_propagation > 0:
             # What the Segmenter would have predicted for each memory frame on its own (no
             # history), detached: at inference the bank holds the model's predictions, not GT.
             # In train mode this pass also feeds batch-norm statistics, from frames of the
             # same videos.
             with torch.no_grad():
                 g_logits, _ = model.step([s[b * t:] for s in skips], f32[b * t:])
-                if gt_share > 0 and global_masks is not None:
-                    g_logits = _teacher_logits(g_logits, global_masks.flatten(0, 1), gt_share)
-        if label_propagation > 0:
             g_shares = class_shares(g_logits, f32.shape[-2:]).unflatten(0, (b, g))
-        k, v = model.global_key_value(f32[b * t:], g_logits if model.global_mask_value else None)
+        k, v = model.global_key_value(f32[b * t:])
         mem_k = k.unflatten(0, (b, g))                           # B x G x Ck x h x w
         mem_v = v.unflatten(0, (b, g))
     skips = [s[:b * t].unflatten(0, (b, t)) for s in skips]      # each B x T x Cs x hs x ws
@@ -90,18 +81,3 @@ def forward_clip(model: DMNet, clip: torch.Tensor,
         out.append(F.interpolate(logits, size=(h, w), mode='bilinear', align_corners=False))
     return torch.stack(out, dim=1)
 
-
-def _teacher_logits(logits: torch.Tensor, masks: torch.Tensor, share: float) -> torch.Tensor:
-    """Replace a random `share` of the memory frames' predictions by their ground truth.
-
-    Args:
-        logits: BG x K x h x w predictions of the memory frames (any resolution).
-        masks: BG x H x W class ids.
-        share: probability, per frame, of taking the ground truth.
-
-    Returns:
-        BG x K x h x w: `mask_logits` of the mask for the chosen frames, else `logits`.
-    """
-    gt = mask_logits(masks, logits.shape[1], logits.shape[-2:]).to(logits.dtype)
-    take = torch.rand(logits.shape[0], device=logits.device) < share
-    return torch.where(take[:, None, None, None], gt, logits)

@@ -130,9 +130,6 @@ def report(res: dict) -> str:
              f"| {r['global_bank_reads']} (+{r['global_self_reads']} self) |",
              f"| local non-local | {_f(r['local_entropy'])} | {_f(r['local_share'])} "
              f"| {r['local_reads']} (mass on past frames {_f(r['local_past_mass'])}) |",
-             *([f"| stored predictions | | {_f(r['prediction_share'])} of each memory value "
-                f"| {r['stored_predictions']} frames stored |"]
-               if r.get('stored_predictions') else []),
              '', f"active rule ({res['policy']}, alpha {res['alpha']}, beta {res['beta']}, "
              f"capacity {res['capacity']}): admitted {res['admitted']} of {res['frames']} "
              f"frames ({_f(res['admit_rate'])}), mean bank size {_f(res['mean_bank_size'], 1)}"]

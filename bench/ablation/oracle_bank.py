@@ -1,26 +1,21 @@
-"""What if the bank held the right answers? (issue 15, item 5)
+"""What if the memories held the right answers? An oracle for label propagation.
 
-    python bench/ablation/oracle_bank.py --models runs/mvgt/models_seed0 --data runs/many/data \
-        --split val [--variants dmnet_mv dmnet_mvgt] [--max-frames 20] [--json OUT]
     python bench/ablation/oracle_bank.py --models runs/many/models_seed0 --data runs/lpval/data \
-        --split val --variants local_only global_only dmnet --label-propagation 2
+        --split val [--variants local_only global_only dmnet] [--label-propagation 2] \
+        [--max-frames 20] [--json OUT]
 
-For a model whose global memory stores predictions (`model.global_memory.mask_value`), each
+A memory model runs with label propagation (`--label-propagation GAMMA`, default 2), and each
 sequence of a split is segmented twice by the Segmenter, causally, as in the node:
 
-- ``own``: the bank stores the model's own prediction for every admitted frame (inference);
-- ``truth``: the bank stores the admitted frame's ground-truth mask instead (an oracle; the
-  frame's own prediction and everything else unchanged).
+- ``own``: the ELM window and the bank keep each frame's own predicted class shares (inference);
+- ``truth``: they keep each frame's ground-truth class shares instead (an oracle; the frame's
+  own prediction and everything else unchanged).
 
-If ``truth`` is far ahead of ``own``, the read carries what is stored and the stored predictions
-are what holds the memory back; if the two are close, the read does not carry the type even
-when the bank holds the right one, and the fault is in the read (keys, resolution, fusion).
-With `--label-propagation GAMMA` (README item 25) any memory model runs with label
-propagation, and ``truth`` makes the ELM window and the bank keep each frame's ground-truth class
-shares instead of its prediction's: if that is far ahead of ``own``, the reads find the same
-instrument and the names they find are what fails. Reported per mode: the dataset mIoU of the
-instrument types (`dmnet_core.metrics`'s rule) and the share of found instrument pixels named
-right. Use generated validation data only.
+If ``truth`` is far ahead of ``own``, the reads find the same instrument and the names they find
+are what fails; if the two are close, the reads do not carry the type even when the memories
+hold the right one, and the fault is in the read (keys, resolution, fusion). Reported per
+mode: the dataset mIoU of the instrument types (`dmnet_core.metrics`'s rule) and the share of
+found instrument pixels named right. Use generated validation data only.
 """
 from __future__ import annotations
 
@@ -30,6 +25,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -44,14 +41,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument('--models', type=Path, required=True, help='folder with <variant>.safetensors')
     ap.add_argument('--data', type=Path, required=True, help='generated dataset (type masks)')
     ap.add_argument('--split', default='val')
-    ap.add_argument('--variants', nargs='+', default=['dmnet_mv', 'dmnet_mvgt'],
+    ap.add_argument('--variants', nargs='+', default=['local_only', 'global_only', 'dmnet'],
                     choices=[v for v in VARIANTS if v != 'single_frame'],
-                    help='models with predictions in the bank, or any memory model with '
-                         '--label-propagation')
-    ap.add_argument('--label-propagation', type=float, default=None, metavar='GAMMA',
-                    help='run with label propagation (model.label_propagation); then '
-                         "'truth' stores each frame's ground-truth class shares for it instead "
-                         'of the prediction (ELM window and bank alike)')
+                    help='memory models (default: the three of the ablation)')
+    ap.add_argument('--label-propagation', type=float, default=2.0, metavar='GAMMA',
+                    help="label propagation's weight (model.label_propagation, > 0; default "
+                         "2); 'truth' stores each frame's ground-truth class shares for it "
+                         'instead of the prediction (ELM window and bank alike)')
     ap.add_argument('--max-frames', type=int, default=0,
                     help='first N frames per sequence (0: all)')
     ap.add_argument('--device', default='cpu')
@@ -69,36 +65,37 @@ def scores(conf: np.ndarray) -> dict:
             'named_right': class_accuracy(conf)}
 
 
-def run_mode(seg, sequences: list, mode: str, max_frames: int) -> np.ndarray:
-    """Segment every sequence with the bank holding predictions ('own') or truth; C x C counts."""
-    import torch
+def mask_logits(masks: torch.Tensor, num_classes: int, size: tuple[int, int]) -> torch.Tensor:
+    """Logits whose softmax is each class's area share of a mask over the cells of `size`.
 
+    B x H x W class ids (ids >= K, e.g. ignored pixels, count as no class) -> B x K x size: what
+    `class_shares` makes of a prediction, made from a ground-truth mask instead.
+    """
+    onehot = F.one_hot(masks.long().clamp(0, num_classes), num_classes + 1)[..., :num_classes]
+    area = F.adaptive_avg_pool2d(onehot.permute(0, 3, 1, 2).float(), size)
+    return torch.log(area + 1e-6)
+
+
+def run_mode(seg, sequences: list, mode: str, max_frames: int) -> np.ndarray:
+    """Segment every sequence with the memories keeping predictions ('own') or truth; C x C."""
     from dmnet_core import segmenter as segmenter_module
     from dmnet_core.data import layout
     from dmnet_core.memory_diagnostics import shadowed
     from dmnet_core.metrics import confusion
-    from dmnet_core.model.global_memory import class_shares, mask_logits
+    from dmnet_core.model.global_memory import class_shares
 
-    model = seg.model
     c = len(seg.class_names)
     current: dict = {}
-    original = type(model).global_key_value.__get__(model)
 
     def truth_logits(like: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         mask = torch.from_numpy(current['gt'].astype(np.int64))[None].to(like.device)
         return mask_logits(mask, c, size)
 
-    def key_value(f32, logits=None):
-        if logits is not None and mode == 'truth':
-            logits = truth_logits(f32, logits.shape[-2:])
-        return original(f32, logits)
-
     def shares(logits, size):                     # what label propagation keeps per frame
         return class_shares(truth_logits(logits, size) if mode == 'truth' else logits, size)
 
     conf = np.zeros((c, c), dtype=np.int64)
-    with shadowed(model, 'global_key_value', key_value), \
-            shadowed(segmenter_module, 'class_shares', shares):
+    with shadowed(segmenter_module, 'class_shares', shares):
         for seq in sequences:
             seg.reset()
             frames = seq.frames()[:max_frames or None]
@@ -111,6 +108,9 @@ def run_mode(seg, sequences: list, mode: str, max_frames: int) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.label_propagation <= 0:
+        raise SystemExit('oracle_bank: --label-propagation must be > 0: the oracle swaps what '
+                         "label propagation keeps of each frame's prediction")
     from dmnet_core.data import layout
     from dmnet_core.segmenter import load_segmenter
     if not (args.data / 'dataset.yaml').is_file():
@@ -126,13 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         path = args.models / f'{v}.safetensors'
         if not path.is_file():
             raise SystemExit(f'oracle_bank: no checkpoint {path}')
-        lp = args.label_propagation
         seg = load_segmenter(path, args.device, precision='fp32',
-                             memory=None if lp is None else {'label_propagation': lp})
-        if not (seg.model.global_mask_value or seg.label_propagation):
-            raise SystemExit(f'oracle_bank: {path} stores no predictions in its bank '
-                             '(model.global_memory.mask_value is off); give '
-                             '--label-propagation to test what its reads carry')
+                             memory={'label_propagation': args.label_propagation})
         out[v] = {}
         for mode in MODES:
             out[v][mode] = r = scores(run_mode(seg, sequences, mode, args.max_frames))

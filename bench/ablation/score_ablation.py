@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = {'dmnet': (dmnet, overrides(args)),
                 'dmnet_memory_off': (dmnet, overrides(args, MEMORY_OFF)),
                 'single_frame': (paths['single_frame'], overrides(args))}
-        runs.update({v: (paths[v], overrides(args)) for v in names if v not in FOUR})   # *_mv
+        runs.update({v: (paths[v], overrides(args)) for v in names if v not in FOUR})
         res['real_clip'] = real_clip(runs, args.real_clip, args.device)
     else:
         print(f'score_ablation: no real clip at {args.real_clip}: skipped', flush=True)

@@ -29,12 +29,9 @@ from pathlib import Path
 # Issue 15's bars: mIoU points over the single-frame network.
 BARS = {'local_only': 1.0, 'global_only': 1.0, 'dmnet': 3.0}
 # The extended variants (issue 15, item 5) answer to the bar of the model they extend.
-EXTRA_BARS = {'global_only_mv': 1.0, 'dmnet_mv': 3.0, 'dmnet_mvpos': 3.0,
-              'global_only_mvgt': 1.0, 'dmnet_mvgt': 3.0, 'dmnet_mvgt_warm': 3.0,
-              'local_only_lp': 1.0, 'global_only_lp': 1.0, 'dmnet_lp': 3.0,
+EXTRA_BARS = {'local_only_lp': 1.0, 'global_only_lp': 1.0, 'dmnet_lp': 3.0,
               'local_only_lp_clip9': 1.0}
-LABELS = {'dmnet': 'DMNet', 'dmnet_mv': 'DMNet_mv', 'dmnet_mvpos': 'DMNet_mvpos',
-          'dmnet_mvgt': 'DMNet_mvgt', 'dmnet_mvgt_warm': 'DMNet_mvgt_warm'}
+LABELS = {'dmnet': 'DMNet'}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

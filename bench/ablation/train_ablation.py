@@ -48,20 +48,6 @@ VARIANTS = {                          # name -> `dmnet train` flags
     'local_only': ['--no-global'],
     'global_only': ['--no-local'],
     'dmnet': [],
-    # Issue 15, item 5: global memory values that also encode each memory frame's prediction.
-    'global_only_mv': ['--no-local', '--mask-value'],
-    'dmnet_mv': ['--mask-value'],
-    # ... and keys that know where each cell is (3 frequencies per axis), so that the read can
-    # tell look-alike instruments apart by place.
-    'dmnet_mvpos': ['--mask-value', '--key-position', '3'],
-    # ... trained with half the memory frames storing their ground-truth mask instead of the
-    # prediction (teacher forcing, as STM/XMem train on given masks); inference is unchanged.
-    'global_only_mvgt': ['--no-local', '--mask-value', '--key-position', '3',
-                         '--memory-gt-masks', '0.5'],
-    'dmnet_mvgt': ['--mask-value', '--key-position', '3', '--memory-gt-masks', '0.5'],
-    # ... with the predictions' encoder started at PyTorch's init instead of zero.
-    'dmnet_mvgt_warm': ['--mask-value', '--key-position', '3', '--memory-gt-masks', '0.5',
-                        '--mask-value-init', 'default'],
 }
 # Item 25: trained through label propagation (gamma 2), so the reads' keys learn from the
 # prior over the types and the type logits learn to leave room for it.

@@ -288,18 +288,18 @@ def test_summarize_draws_averages_one_draw_over_its_held_out_sets(tmp_path) -> N
 
 
 def test_summarize_draws_compares_the_chosen_variants(tmp_path) -> None:
-    """--variants: draws without local_only, the mask-value DMNet held to DMNet's bar."""
+    """--variants: draws without local_only, a further DMNet variant held to DMNet's bar."""
     summarize = _script('summarize_draws')
-    a = _fake_score(tmp_path / 'a.json', {'single_frame': 0.20, 'dmnet': 0.22, 'dmnet_mv': 0.25},
-                    {'single_frame': 0.1, 'dmnet': 0.1, 'dmnet_mv': 0.2})
+    a = _fake_score(tmp_path / 'a.json', {'single_frame': 0.20, 'dmnet': 0.22, 'dmnet_lp': 0.25},
+                    {'single_frame': 0.1, 'dmnet': 0.1, 'dmnet_lp': 0.2})
     md = tmp_path / 'sum.md'
-    assert summarize.main([str(a), '--variants', 'dmnet', 'dmnet_mv', '--md', str(md)]) == 0
-    res = summarize.summarize([summarize.load_draw(str(a), ('dmnet', 'dmnet_mv'))],
-                              ('dmnet', 'dmnet_mv'))
-    assert res['gain']['dmnet_mv']['mean'] == pytest.approx(5.0)
-    assert res['gain']['dmnet_mv']['bar'] == 3.0 and res['gain']['dmnet_mv']['mean_meets_bar']
+    assert summarize.main([str(a), '--variants', 'dmnet', 'dmnet_lp', '--md', str(md)]) == 0
+    res = summarize.summarize([summarize.load_draw(str(a), ('dmnet', 'dmnet_lp'))],
+                              ('dmnet', 'dmnet_lp'))
+    assert res['gain']['dmnet_lp']['mean'] == pytest.approx(5.0)
+    assert res['gain']['dmnet_lp']['bar'] == 3.0 and res['gain']['dmnet_lp']['mean_meets_bar']
     assert not res['gain']['dmnet']['mean_meets_bar'] and 'local_only' not in res['gain']
-    assert '| single_frame | DMNet | DMNet_mv |' in md.read_text()
+    assert '| single_frame | DMNet | dmnet_lp |' in md.read_text()
     with pytest.raises(SystemExit, match='no scores for local_only'):
         summarize.main([str(a)])
 
@@ -346,32 +346,6 @@ def test_summarize_draws_names_a_bad_file(tmp_path) -> None:
         summarize.main([str(bad)])
     with pytest.raises(SystemExit, match='cannot read .*missing.json'):
         summarize.main([str(tmp_path / 'missing.json')])
-
-
-def test_mask_value_variant_trains_from_the_same_stage1_and_scores(trained, tmp_path) -> None:
-    """Issue 15, item 5: a later variant reuses stage 1 and joins the recipe of the four."""
-    models = trained['root'] / 'models'
-    assert _script('train_ablation').main([*trained['argv'], '--variants', 'dmnet_mv']) == 0
-    cfg, _, extra = load_checkpoint(models / 'dmnet_mv.safetensors')
-    assert cfg.global_memory.mask_value and cfg.local_memory.enabled
-    assert extra['variant'] == 'dmnet_mv'
-    recipe = json.loads((models / 'recipe.json').read_text())
-    assert set(recipe['train_commands']) == {'stage1', 'single_frame', 'local_only',
-                                             'global_only', 'dmnet', 'dmnet_mv'}
-    assert '--mask-value' in recipe['train_commands']['dmnet_mv']
-    assert '--mask-value' not in recipe['train_commands']['dmnet']
-    data = tmp_path / 'heldout'
-    generate_dataset(data, 2, 6, seed=7919, size=(64, 96), val=0, test=1)
-    out = tmp_path / 'a.json'
-    argv = ['--models', str(models), '--data', str(data), '--variants', 'dmnet_mv',
-            '--timing-frames', '2', '--capacity', '--n-read', '--real-clip', str(tmp_path / 'no'),
-            '--json', str(out)]
-    assert _script('score_ablation').main(argv) == 0
-    # Without --md the tables go beside the JSON, not over the committed bench/results/ablation.md.
-    assert (tmp_path / 'a.md').read_text().startswith('# Memory ablation')
-    res = json.loads(out.read_text())
-    assert list(res['models']) == ['single_frame', 'dmnet_mv', 'dmnet']
-    assert 0.0 <= res['models']['dmnet_mv']['mean_iou'] <= 1.0
 
 
 def test_summarize_draws_sets_finding_against_naming(tmp_path) -> None:
@@ -494,53 +468,6 @@ def test_summarize_draws_knows_every_trained_variant() -> None:
     assert set(summarize.BARS) | set(summarize.EXTRA_BARS) == set(train.VARIANTS) - {'single_frame'}
 
 
-def test_oracle_bank_swaps_only_what_the_bank_stores(tmp_path) -> None:
-    """'own' is the Segmenter as it runs; 'truth' stores each admitted frame's mask instead."""
-    import math
-
-    import tiny_models
-    import torch
-
-    from dmnet_core.checkpoint import save_checkpoint
-    from dmnet_core.config import default_class_names
-    from dmnet_core.data import layout
-    from dmnet_core.metrics import confusion
-    from dmnet_core.model import build_model, init_batchnorm_stats
-    from dmnet_core.segmenter import load_segmenter
-
-    data = tmp_path / 'data'
-    generate_dataset(data, 2, 5, seed=3, size=(64, 96), val=1, test=0)
-    cfg = tiny_models.tiny_config(64, 96, {'mask_value': True, 'alpha': -math.inf,
-                                           'beta': math.inf},
-                                  task='type', class_names=default_class_names('type'))
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    init_batchnorm_stats(model, torch.randn(2, 3, 64, 96))
-    with torch.no_grad():
-        model.global_memory.mask.weight.normal_(0, 5.0)      # make the stored predictions count
-    save_checkpoint(tmp_path / 'dmnet_mv.safetensors', model, cfg)
-    oracle = _script('oracle_bank')
-    seg = load_segmenter(tmp_path / 'dmnet_mv.safetensors', 'cpu', precision='fp32')
-    seqs = layout.list_sequences(data, 'val')
-    own, truth = (oracle.run_mode(seg, seqs, mode, 0) for mode in ('own', 'truth'))
-    assert 'global_key_value' not in vars(seg.model)             # the method is restored
-    plain = np.zeros_like(own)
-    for seq in seqs:
-        seg.reset()
-        for frame in seq.frames():
-            plain += confusion(seg.step(layout.read_image(frame)),
-                               layout.read_mask(seq.mask_path(frame, 'type')), own.shape[0])
-    assert (own == plain).all() and own.sum() == truth.sum()
-    assert (own != truth).any()
-    out = tmp_path / 'o.json'
-    assert oracle.main(['--models', str(tmp_path), '--data', str(data), '--variants', 'dmnet_mv',
-                        '--json', str(out)]) == 0
-    res = json.loads(out.read_text())['models']['dmnet_mv']
-    assert set(res) == {'own', 'truth'}
-    with pytest.raises(SystemExit, match='no checkpoint'):
-        oracle.main(['--models', str(tmp_path / 'none'), '--data', str(data)])
-
-
 def test_oracle_bank_with_label_propagation_swaps_what_the_memories_keep(tmp_path) -> None:
     """With --label-propagation, 'truth' makes the ELM window and the bank keep the masks."""
     import math
@@ -553,7 +480,7 @@ def test_oracle_bank_with_label_propagation_swaps_what_the_memories_keep(tmp_pat
     from dmnet_core.config import default_class_names
     from dmnet_core.data import layout
     from dmnet_core.model import build_model, init_batchnorm_stats
-    from dmnet_core.model.global_memory import class_shares, mask_logits
+    from dmnet_core.model.global_memory import class_shares
     from dmnet_core.segmenter import load_segmenter
 
     data = tmp_path / 'data'
@@ -565,6 +492,7 @@ def test_oracle_bank_with_label_propagation_swaps_what_the_memories_keep(tmp_pat
     init_batchnorm_stats(model, torch.randn(2, 3, 64, 96))
     save_checkpoint(tmp_path / 'dmnet.safetensors', model, cfg)
     oracle = _script('oracle_bank')
+    mask_logits = oracle.mask_logits
     seqs = layout.list_sequences(data, 'val')
     seg = load_segmenter(tmp_path / 'dmnet.safetensors', 'cpu', precision='fp32',
                          memory={'label_propagation': 16.0})
@@ -579,13 +507,28 @@ def test_oracle_bank_with_label_propagation_swaps_what_the_memories_keep(tmp_pat
     # what the ELM window keeps of the last frame: its mask's class shares, or not
     assert torch.allclose(kept['truth'][1], truth_shares, atol=1e-5)
     assert not torch.allclose(kept['own'][1], truth_shares, atol=1e-2)
-    # a model with no predictions in its bank needs the option
-    with pytest.raises(SystemExit, match='--label-propagation'):
-        oracle.main(['--models', str(tmp_path), '--data', str(data), '--variants', 'dmnet'])
+    # without label propagation there is nothing to swap
+    with pytest.raises(SystemExit, match='--label-propagation must be > 0'):
+        oracle.main(['--models', str(tmp_path), '--data', str(data), '--variants', 'dmnet',
+                     '--label-propagation', '0'])
+    with pytest.raises(SystemExit, match='no checkpoint'):
+        oracle.main(['--models', str(tmp_path / 'none'), '--data', str(data)])
     out = tmp_path / 'o.json'
     assert oracle.main(['--models', str(tmp_path), '--data', str(data), '--variants', 'dmnet',
                         '--label-propagation', '2', '--json', str(out)]) == 0
     assert json.loads(out.read_text())['label_propagation'] == 2.0
+
+
+def test_oracle_mask_logits_give_each_classes_area_share() -> None:
+    import torch
+    mask_logits = _script('oracle_bank').mask_logits
+    masks = torch.tensor([[[0, 0, 1, 1], [0, 2, 1, 255]]])           # 1 x 2 x 4, one ignored
+    shares = torch.softmax(mask_logits(masks, 3, (1, 2)), dim=1)[0, :, 0]   # K x 2 cells
+    torch.testing.assert_close(shares[:, 0], torch.tensor([0.75, 0.0, 0.25]), atol=1e-5, rtol=0)
+    # The right cell: three pixels of class 1 and one ignored, which counts as no class.
+    torch.testing.assert_close(shares[:, 1], torch.tensor([0.0, 1.0, 0.0]), atol=1e-5, rtol=0)
+    raw = mask_logits(masks, 3, (1, 2)).exp()[0, :, 0, 1]
+    torch.testing.assert_close(raw.sum(), torch.tensor(0.75), atol=1e-4, rtol=0)
 
 
 def test_score_ablation_label_propagation_reaches_every_run() -> None:

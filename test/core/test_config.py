@@ -172,15 +172,3 @@ def test_jaw_weighted_ablation_differs_only_in_its_part_weights():
     jaws.train.part_weights, jaws.train.out_dir = [], lite.train.out_dir
     assert jaws == lite
 
-
-@pytest.mark.parametrize('name,field,value', [('ablation_type_lite0_jaws_keyq', 'query', 'key'),
-                                              ('ablation_type_lite0_jaws_res', 'residual', True)])
-def test_local_memory_variants_differ_from_the_committed_recipe_only_there(name, field, value):
-    # README ablation items 28-29: one local-memory option changed, the recipe otherwise the same.
-    variant = load_yaml(CONFIG_DIR / f'{name}.yaml', ExperimentConfig)
-    committed = load_yaml(CONFIG_DIR / 'ablation_type_lite0_jaws.yaml', ExperimentConfig)
-    variant.model.validate()
-    assert getattr(variant.model.local_memory, field) == value
-    assert getattr(committed.model.local_memory, field) != value
-    setattr(variant.model.local_memory, field, getattr(committed.model.local_memory, field))
-    assert variant == committed

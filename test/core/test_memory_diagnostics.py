@@ -77,32 +77,6 @@ def test_probe_records_every_read_and_unhooks() -> None:
     assert probe.records.summary()['local_reads'] == 0
 
 
-def test_probe_measures_the_predictions_share_of_stored_values() -> None:
-    seg = _segmenter(alpha=-math.inf, beta=math.inf, mask_value=True)
-    reader = seg.model.global_memory
-    with torch.no_grad():
-        reader.mask.weight.normal_(0, 1.0)
-    with MemoryProbe(seg.model) as probe:
-        for f in _frames(3):
-            seg.step(f)
-    s = probe.records.summary()
-    assert s['stored_predictions'] == 3 and 0.0 < s['prediction_share'] < 1.0
-    assert 'key_value' not in vars(reader)                       # restored on exit
-    # The zero-initialised encoder of a fresh reader stores no prediction at all.
-    with torch.no_grad():
-        reader.mask.weight.zero_()
-        reader.mask.bias.zero_()
-    seg.reset()
-    with MemoryProbe(seg.model) as probe:
-        seg.step(_frames(1)[0])
-    assert probe.records.summary()['prediction_share'] == 0.0
-    # A reader without predictions in the bank records none.
-    plain = _segmenter(alpha=-math.inf, beta=math.inf)
-    with MemoryProbe(plain.model) as probe:
-        plain.step(_frames(1)[0])
-    assert probe.records.summary()['stored_predictions'] == 0
-
-
 def test_recorded_replay_reproduces_the_segmenters_admissions() -> None:
     seg = _segmenter(alpha=-0.57, beta=-0.01)
     admitted = 0
