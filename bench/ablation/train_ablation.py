@@ -3,7 +3,7 @@
     python bench/ablation/train_ablation.py [--data DIR] [--stage1-iters N] [--iters N] ...
 
 The defaults are the recipe of the committed checkpoints (README, issue 15 items 20, 25, 26):
-ImageNet Lite0 start with the jaws weighed (config/ablation_type_lite0_jaws.yaml), 960 generated
+ImageNet Lite0 start with the jaws weighed (recipes/type/type_synth.yaml), 960 generated
 20-frame sequences, 3,200 single-frame iterations, then 800 per variant at 0.3x the learning
 rate on 9-frame clips, the memories trained through label propagation (gamma 2).
 
@@ -69,7 +69,7 @@ def gpu_name() -> str | None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--config', type=Path,
-                    default=REPO / 'config' / 'ablation_type_lite0_jaws.yaml')
+                    default=REPO / 'recipes' / 'type' / 'type_synth.yaml')
     ap.add_argument('--data', type=Path, default=REPO / 'runs' / 'ablation_lp' / 'data')
     ap.add_argument('--runs', type=Path, default=REPO / 'runs' / 'ablation_lp',
                     help='training folders (stage1/, <variant>/)')

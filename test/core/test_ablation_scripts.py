@@ -192,12 +192,12 @@ def test_effective_config_takes_the_data_sets_type_classes(tmp_path) -> None:
     meta = read_meta(tmp_path / 'd')
     meta.classes['type'] = ['background', 'forceps', 'needle_driver', 'scissors', 'suction']
     write_meta(tmp_path / 'd', meta)
-    args = argparse.Namespace(config=REPO / 'config' / 'ablation_type.yaml',
+    args = argparse.Namespace(config=REPO / 'recipes' / 'type' / 'type_synth.yaml',
                               data=tmp_path / 'd', runs=tmp_path)
     path = _script('train_ablation').effective_config(args)
     exp = load_yaml(path, ExperimentConfig)
     assert exp.model.class_names[-1] == 'suction' and exp.model.num_classes == 5
-    source = load_yaml(REPO / 'config' / 'ablation_type.yaml', ExperimentConfig)
+    source = load_yaml(REPO / 'recipes' / 'type' / 'type_synth.yaml', ExperimentConfig)
     assert exp.model.task == 'type' and exp.train == source.train     # the rest as in the YAML
     assert exp.data == source.data and exp.model.input_size == source.model.input_size
 
