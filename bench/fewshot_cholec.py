@@ -11,7 +11,7 @@ instrument (one grasper, ~1.3 % of the pixels) barely moves, so this measures wh
 pipeline adapts to real frames end to end, not how well dmnet generalises; 36 frames of one
 patient are no benchmark.
 
-    python bench/fewshot_cholec.py [--clip DIR] [--out DIR] [--iters N] [--json OUT]
+    python -m bench.fewshot_cholec [--clip DIR] [--out DIR] [--iters N] [--json OUT]
 """
 from __future__ import annotations
 

@@ -10,9 +10,9 @@ checkout and prints (and writes as JSON):
 - flicker (share of pixels whose label changes between consecutive frames), prediction and GT.
 With `--montage` it also writes a picture of a few frames: frame | prediction overlay | GT.
 
-    .venv/bin/python bench/real_clip.py                          # shipped binary model
-    .venv/bin/python bench/real_clip.py --checkpoint runs/x/best.safetensors --json out.json
-    .venv/bin/python bench/real_clip.py --task parts             # any part counts as instrument
+    python -m bench.real_clip                          # shipped binary model
+    python -m bench.real_clip --checkpoint runs/x/best.safetensors --json out.json
+    python -m bench.real_clip --task parts             # any part counts as instrument
 """
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 DEFAULT_CLIP = REPO.parent / 'shared' / 'data' / 'cholecseg8k_clip'
 SURROUND_CLASS = 50          # CholecSeg8k watershed id of the black surround
 

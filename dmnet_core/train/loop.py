@@ -92,7 +92,7 @@ class ClipForward(nn.Module):
         self.label_propagation = label_propagation
 
     def forward(self, clip: torch.Tensor, global_frames: torch.Tensor | None) -> torch.Tensor:
-        from dmnet_core.train_wrapper import forward_clip
+        from dmnet_core.train.wrapper import forward_clip
         return forward_clip(self.model, clip, global_frames,
                             label_propagation=self.label_propagation)
 

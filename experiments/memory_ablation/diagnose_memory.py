@@ -1,6 +1,6 @@
 """Are DMNet's memories used? Read diagnostics and the active rule's calibration (issue 15, 5).
 
-    python bench/ablation/diagnose_memory.py [--checkpoint bench/ablation/dmnet.safetensors]
+    python -m experiments.memory_ablation.diagnose_memory [--checkpoint CKPT]
         [--data runs/ablation/data --split val] [--train-log runs/ablation/dmnet/train_log.csv]
 
 On generated validation video (never the real clip, never the held-out test seed):
@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--checkpoint', type=Path,
-                    default=REPO / 'bench' / 'ablation' / 'dmnet.safetensors')
+                    default=REPO / 'dmnet_core' / 'models' / 'type.safetensors',
+                    help="default: the ablation's DMNet, shipped as the type model")
     ap.add_argument('--data', type=Path, default=REPO / 'runs' / 'ablation' / 'data')
     ap.add_argument('--split', default='val')
     ap.add_argument('--max-frames', type=int, default=None, help='first N frames per sequence')
@@ -45,16 +45,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument('--calibrate-beta', type=float, nargs='*', default=[],
                     help='score the split (mIoU) with each of these betas')
     ap.add_argument('--device', default='cpu')
-    ap.add_argument('--json', type=Path,
-                    default=REPO / 'bench' / 'results' / 'ablation_diagnostics.json')
+    ap.add_argument('--json', type=Path, default=REPO / 'experiments' / 'memory_ablation'
+                    / 'results' / 'ablation_diagnostics.json')
     return ap.parse_args(argv)
 
 
 def probe(args: argparse.Namespace) -> dict:
     """Run the checkpoint over the split with probes; reads, admissions, recorded scores."""
     from dmnet_core.data import layout
-    from dmnet_core.memory_diagnostics import admit_sweep, probe_segmenter, score_distributions
     from dmnet_core.segmenter import load_segmenter
+    from experiments.memory_ablation.memory_diagnostics import (
+        admit_sweep,
+        probe_segmenter,
+        score_distributions,
+    )
     seg = load_segmenter(args.checkpoint, args.device, precision='fp32')
     g = seg.config.global_memory
     sequences = layout.list_sequences(args.data, args.split)
@@ -85,7 +89,7 @@ def probe(args: argparse.Namespace) -> dict:
 
 def calibrate_beta(args: argparse.Namespace) -> list[dict]:
     """Seed-protocol mIoU and mDice on the split for each beta in --calibrate-beta."""
-    from bench.ablation.score_ablation import score
+    from experiments.memory_ablation.score_ablation import score
     rows = []
     for beta in args.calibrate_beta:
         row = score(args.checkpoint, args, memory={'beta': beta})

@@ -1,6 +1,6 @@
 """Can one frame tell the instrument types apart from their jaws? (issue 15, item 5)
 
-    python bench/ablation/jaw_probe.py --train runs/probe/train_s9001 \
+    python -m experiments.memory_ablation.jaw_probe --train runs/probe/train_s9001 \
         --test runs/probe/test_s9002 [--patch 32] [--epochs 20] [--json OUT]
 
 The type networks of the ablation name the three look-alike robotic types at chance on new
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -32,7 +31,6 @@ import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
 CLASPER = 3     # masks/parts: 1 shaft, 2 wrist, 3 clasper
 

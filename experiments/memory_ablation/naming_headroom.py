@@ -1,6 +1,6 @@
 """How much could a memory add to naming the instrument type? (issue 15, item 5)
 
-    python bench/ablation/naming_headroom.py --models runs/ablation_big_lr/models_seed0 \
+    python -m experiments.memory_ablation.naming_headroom --models runs/ablation/models \
         --data runs/ablation/test_seed7922 [more sets] [--variants single_frame dmnet] [--json OUT]
 
 The type networks find the instruments far better than they name them (binary Dice ~0.75,
@@ -32,10 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+from experiments.memory_ablation.train_ablation import FOUR, VARIANTS, model_path
 
-from bench.ablation.train_ablation import FOUR, VARIANTS  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 PARTS = ('shaft', 'wrist', 'clasper')       # masks/parts values 1, 2, 3
 
@@ -154,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (data / 'dataset.yaml').is_file():
             raise SystemExit(f'naming_headroom: no dataset.yaml in {data}')
     for v in args.variants:
-        if not (args.models / f'{v}.safetensors').is_file():
+        if not model_path(args.models, v).is_file():
             raise SystemExit(f'naming_headroom: no checkpoint {args.models / v}.safetensors')
     print('| model, set | found px | named right, frame by frame | causal vote | sequence vote '
           '| frame: shaft | wrist | clasper |')
@@ -163,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     for v in args.variants:
         sets = {}
         for data in args.data:
-            sets[str(data)] = r = run_model(args.models / f'{v}.safetensors', data, args)
+            sets[str(data)] = r = run_model(model_path(args.models, v), data, args)
             print(_row(f'{v}, {data.name}', r), flush=True)
         # Mean over sets (each set weighs the same, as in score_ablation's summaries).
         mean = {k: float(np.mean([r[k] for r in sets.values() if r[k] is not None]))

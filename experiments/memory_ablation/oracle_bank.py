@@ -1,8 +1,8 @@
 """What if the memories held the right answers? An oracle for label propagation.
 
-    python bench/ablation/oracle_bank.py --models runs/many/models_seed0 --data runs/lpval/data \
-        --split val [--variants local_only global_only dmnet] [--label-propagation 2] \
-        [--max-frames 20] [--json OUT]
+    python -m experiments.memory_ablation.oracle_bank --models experiments/memory_ablation \
+        --data runs/lpval/data --split val [--variants local_only global_only dmnet] \
+        [--label-propagation 2] [--max-frames 20] [--json OUT]
 
 A memory model runs with label propagation (`--label-propagation GAMMA`, default 2), and each
 sequence of a split is segmented twice by the Segmenter, causally, as in the node:
@@ -28,10 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+from experiments.memory_ablation.train_ablation import VARIANTS, model_path
 
-from bench.ablation.train_ablation import VARIANTS  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 MODES = ('own', 'truth')
 
@@ -80,9 +79,9 @@ def run_mode(seg, sequences: list, mode: str, max_frames: int) -> np.ndarray:
     """Segment every sequence with the memories keeping predictions ('own') or truth; C x C."""
     from dmnet_core import segmenter as segmenter_module
     from dmnet_core.data import layout
-    from dmnet_core.memory_diagnostics import shadowed
     from dmnet_core.metrics import confusion
     from dmnet_core.model.global_memory import class_shares
+    from experiments.memory_ablation.memory_diagnostics import shadowed
 
     c = len(seg.class_names)
     current: dict = {}
@@ -123,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     print('|---|---|---|---|')
     out: dict = {}
     for v in args.variants:
-        path = args.models / f'{v}.safetensors'
+        path = model_path(args.models, v)
         if not path.is_file():
             raise SystemExit(f'oracle_bank: no checkpoint {path}')
         seg = load_segmenter(path, args.device, precision='fp32',

@@ -1,6 +1,6 @@
-"""Score the memory ablation (issue 15) and write the README table to bench/results/ablation.*.
+"""Score the memory ablation and write its table to experiments/memory_ablation/results/.
 
-    python bench/ablation/score_ablation.py [--models bench/ablation] [--data DIR] ...
+    python -m experiments.memory_ablation.score_ablation [--models DIR] [--data DIR] ...
 
 - Held-out video: `--data` (default runs/ablation/test_seed<SEED>), generated with `dmnet synth`
   from `--test-seed` (7919: nothing was trained, tuned or selected on it) when missing; with
@@ -15,8 +15,8 @@
 - The real CholecSeg8k clip (evaluation only): binary Dice (any instrument class) and flicker
   of DMNet with and without its memories, and of the single-frame model.
 
-Writes JSON (`--json`, default bench/results/ablation.json) and the markdown tables (`--md`, default
-the JSON's path with .md).
+Writes JSON (`--json`, default experiments/memory_ablation/results/ablation.json) and the
+markdown tables (`--md`, default the JSON's path with .md).
 """
 from __future__ import annotations
 
@@ -29,11 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+from bench.machine import cpu_name
+from experiments.memory_ablation.train_ablation import (
+    FOUR,
+    MODELS,
+    SYNTH_ARGS,
+    VARIANTS,
+    model_path,
+)
 
-from bench.ablation.train_ablation import FOUR, SYNTH_ARGS, VARIANTS  # noqa: E402
-from bench.machine import cpu_name  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 POLICIES = ('active', 'recent', 'uniform')
 MEMORY_OFF = {'local_enabled': False, 'global_enabled': False}
@@ -44,8 +49,9 @@ DEFAULT_TEST_SEED = 7919
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--models', type=Path, default=REPO / 'bench' / 'ablation',
-                    help='folder with <variant>.safetensors')
+    ap.add_argument('--models', type=Path, default=MODELS,
+                    help='folder with <variant>.safetensors (default: the committed ones, '
+                         'DMNet being the shipped type model)')
     ap.add_argument('--data', type=Path, default=None,
                     help='held-out dataset (default runs/ablation/test_seed<SEED>)')
     ap.add_argument('--variants', nargs='+', default=list(FOUR), choices=list(VARIANTS),
@@ -76,7 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "default: each checkpoint's own)")
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--threads', type=int, default=None, help='torch CPU threads')
-    ap.add_argument('--json', type=Path, default=REPO / 'bench' / 'results' / 'ablation.json')
+    ap.add_argument('--json', type=Path, default=MODELS / 'results' / 'ablation.json')
     ap.add_argument('--md', type=Path, default=None,
                     help='markdown tables (default: --json with .md, so scoring a side '
                          'experiment into its own --json leaves the committed table alone)')
@@ -271,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     names = dict.fromkeys(['single_frame', *args.variants, 'dmnet'])   # ordered, unique
-    paths = {v: args.models / f'{v}.safetensors' for v in names}
+    paths = {v: model_path(args.models, v) for v in names}
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
         print(f'score_ablation: checkpoint(s) not found: {missing}', file=sys.stderr)

@@ -1,7 +1,7 @@
 """Several training draws of the memory ablation, side by side: mean, spread and the issue's bars.
 
-    python bench/ablation/summarize_draws.py run1=bench/results/ablation_draws/run1_7919.json \
-        run2=bench/results/ablation_rerun.json ... [--json OUT.json] [--md OUT.md]
+    python -m experiments.memory_ablation.summarize_draws run1=a_7919.json run1=a_7920.json \
+        run2=b_7919.json ... [--json OUT.json] [--md OUT.md]
 
 Each input is a `score_ablation.py --json` file (one training draw of the four variants, scored
 on one held-out set); `label=` is optional (default: the file's stem), and files sharing a label

@@ -1,6 +1,6 @@
 """Retrain the four models of the memory ablation identically (issue 15), with `dmnet train`.
 
-    python bench/ablation/train_ablation.py [--data DIR] [--stage1-iters N] [--iters N] ...
+    python -m experiments.memory_ablation.train_ablation [--data DIR] [--stage1-iters N] ...
 
 The defaults are the recipe of the committed checkpoints (README, issue 15 items 20, 25, 26):
 ImageNet Lite0 start with the jaws weighed (recipes/type/type_synth.yaml), 960 generated
@@ -18,8 +18,9 @@ rate on 9-frame clips, the memories trained through label propagation (gamma 2).
    of updates on the same batches with the same learning rates. `--label-propagation` goes to
    every variant with a memory (single_frame has nothing to read labels from).
 4. Each variant's best checkpoint (generated val split) is stored in fp16 as
-   `bench/ablation/<variant>.safetensors` with its config beside it, and `recipe.json` records
-   the commands, iterations and wall times.
+   `--models-out`/<variant>.safetensors (default runs/ablation_lp/models) with its config beside
+   it, and `recipe.json` records the commands, iterations and wall times. The committed ones
+   are in this folder, DMNet's as dmnet_core/models/type.safetensors.
 
 Every run is resumable: run the script again with the same arguments and finished runs are
 skipped, an interrupted one continues with `--resume`. The defaults are the real recipe; a
@@ -33,10 +34,13 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+from bench.machine import cpu_name
 
-from bench.machine import cpu_name  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
+# The committed checkpoints of the ablation: single_frame, local_only and global_only here;
+# DMNet is the shipped type model (one copy of each checkpoint).
+MODELS = REPO / 'experiments' / 'memory_ablation'
+SHIPPED_DMNET = REPO / 'dmnet_core' / 'models' / 'type.safetensors'
 
 # Robotic instruments that share one colour scheme (types differ by their jaws only, as on
 # da Vinci video) and a tissue fold over a tip every 20 frames on average: frames on which one
@@ -61,6 +65,14 @@ VARIANTS['local_only_lp_clip9'] = ['--no-global', '--label-propagation', '2', '-
 FOUR = ('single_frame', 'local_only', 'global_only', 'dmnet')   # the paper's ablation
 
 
+def model_path(models: Path, variant: str) -> Path:
+    """`models`/<variant>.safetensors; in the committed folder DMNet is the shipped type model."""
+    path = models / f'{variant}.safetensors'
+    if variant == 'dmnet' and not path.is_file() and models.resolve() == MODELS.resolve():
+        return SHIPPED_DMNET
+    return path
+
+
 def gpu_name() -> str | None:
     import torch
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
@@ -73,7 +85,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument('--data', type=Path, default=REPO / 'runs' / 'ablation_lp' / 'data')
     ap.add_argument('--runs', type=Path, default=REPO / 'runs' / 'ablation_lp',
                     help='training folders (stage1/, <variant>/)')
-    ap.add_argument('--models-out', type=Path, default=REPO / 'bench' / 'ablation',
+    ap.add_argument('--models-out', type=Path, default=REPO / 'runs' / 'ablation_lp' / 'models',
                     help='where <variant>.safetensors (fp16) and recipe.json go')
     ap.add_argument('--variants', nargs='+', default=list(FOUR), choices=list(VARIANTS),
                     help="models to train (default: the four of the paper's ablation)")

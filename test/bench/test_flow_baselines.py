@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dmnet_core.baselines import (
+from bench.baselines import (
     DisFlow,
     FlowBaseline,
     RaftFlow,

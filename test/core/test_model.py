@@ -8,7 +8,7 @@ import torchvision
 
 from dmnet_core.config import ModelConfig, default_class_names
 from dmnet_core.model import DMNet, build_model, init_batchnorm_stats, normalize
-from dmnet_core.train_wrapper import forward_clip
+from dmnet_core.train.wrapper import forward_clip
 
 H, W = 64, 96
 

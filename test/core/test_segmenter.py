@@ -11,7 +11,7 @@ from dmnet_core.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
 from dmnet_core.config import ModelConfig
 from dmnet_core.model import build_model, init_batchnorm_stats, normalize
 from dmnet_core.segmenter import resolve_device
-from dmnet_core.train_wrapper import forward_clip
+from dmnet_core.train.wrapper import forward_clip
 
 H, W = 64, 64
 

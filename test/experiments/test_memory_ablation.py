@@ -1,8 +1,9 @@
-"""bench/ablation end to end on a tiny set: train the four variants, score them, diagnose.
+"""experiments/memory_ablation end to end on a tiny set: train the four variants, score them,
+diagnose.
 
 Tiny everything: 3 generated sequences of 8 frames at 64 x 96, 5 iterations per run.
 """
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -20,10 +21,27 @@ if not CLIP.is_dir():
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / 'bench' / 'ablation' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The experiment's module `name` (run as `python -m experiments.memory_ablation.NAME`)."""
+    return importlib.import_module(f'experiments.memory_ablation.{name}')
+
+
+def test_one_copy_of_each_checkpoint_and_modules_not_path_hacks() -> None:
+    """The committed DMNet is the shipped type model, not a second copy of it; the scripts
+    of bench/ and experiments/ run as modules, never by putting the repository on sys.path."""
+    import hashlib
+    train = _script('train_ablation')
+    assert train.model_path(train.MODELS, 'dmnet') == train.SHIPPED_DMNET
+    assert train.model_path(train.MODELS, 'local_only') == train.MODELS / 'local_only.safetensors'
+    digests: dict[str, Path] = {}
+    for path in sorted(REPO.glob('**/*.safetensors')):
+        if '.venv' in path.parts or 'runs' in path.parts:
+            continue
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert digest not in digests, f'{path} is a copy of {digests[digest]}'
+        digests[digest] = path
+    for folder in ('bench', 'experiments'):
+        for path in (REPO / folder).rglob('*.py'):
+            assert 'sys.path.insert' not in path.read_text(), path
 
 
 @pytest.fixture(scope='module')

@@ -6,16 +6,16 @@ import pytest
 import tiny_models
 import torch
 
-from dmnet_core.memory_diagnostics import (
+from dmnet_core.model import build_model, init_batchnorm_stats
+from dmnet_core.model.global_memory import attention_read
+from dmnet_core.segmenter import Segmenter
+from experiments.memory_ablation.memory_diagnostics import (
     MemoryProbe,
     admit_sweep,
     attention_stats,
     probe_segmenter,
     score_distributions,
 )
-from dmnet_core.model import build_model, init_batchnorm_stats
-from dmnet_core.model.global_memory import attention_read
-from dmnet_core.segmenter import Segmenter
 
 H, W = 64, 64
 
@@ -110,7 +110,7 @@ def test_admit_sweep_rule() -> None:
 def test_shadowed_restores_what_it_replaced_even_on_error() -> None:
     import types
 
-    from dmnet_core.memory_diagnostics import shadowed
+    from experiments.memory_ablation.memory_diagnostics import shadowed
 
     class Reader:
         def key_value(self):
