@@ -32,7 +32,7 @@ class NodeProcess:
         for prm in opts.node_params:
             cmd += ['-p', prm]
         env = dict(os.environ)
-        # The package's own source tree first (this file is dmnet_ros/replay/node_process.py),
+        # The package's own source tree first (this file is dmnet_ros/replay/child_node.py),
         # so the child imports the same dmnet code.
         root = str(Path(__file__).resolve().parents[2])
         env['PYTHONPATH'] = os.pathsep.join([root] + [p for p in
