@@ -1,4 +1,4 @@
-"""Few-shot check on real laparoscopic frames (issue 9): a script, not a unit test.
+"""Few-shot check on real laparoscopic frames: a script, not a unit test.
 
 Takes the 72-frame CholecSeg8k clip (beside the checkout in ../shared, never copied into it),
 converts it with `dmnet preprocess`, splits it in time (first 36 frames: fine-tuning, last 36:

@@ -1,4 +1,4 @@
-"""Are DMNet's memories used? Read diagnostics and the active rule's calibration (issue 15, 5).
+"""Are DMNet's memories used? Read diagnostics and the active rule's calibration.
 
     python -m experiments.memory_ablation.diagnose_memory [--checkpoint CKPT]
         [--data runs/ablation/data --split val] [--train-log runs/ablation/dmnet/train_log.csv]

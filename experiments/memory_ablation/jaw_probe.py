@@ -1,4 +1,4 @@
-"""Can one frame tell the instrument types apart from their jaws? (issue 15, item 5)
+"""Can one frame tell the instrument types apart from their jaws? (a probe of the memory ablation)
 
     python -m experiments.memory_ablation.jaw_probe --train runs/probe/train_s9001 \
         --test runs/probe/test_s9002 [--patch 32] [--epochs 20] [--json OUT]

@@ -1,4 +1,4 @@
-"""How much could a memory add to naming the instrument type? (issue 15, item 5)
+"""How much could a memory add to naming the instrument type? (a probe of the memory ablation)
 
     python -m experiments.memory_ablation.naming_headroom --models runs/ablation/models \
         --data runs/ablation/test_seed7922 [more sets] [--variants single_frame dmnet] [--json OUT]

@@ -209,7 +209,7 @@ def _f(v: object, scale: float = 1.0, digits: int = 2) -> str:
 
 
 def markdown(res: dict) -> str:
-    """The README tables."""
+    """The markdown tables of results/ablation.md."""
     models = res['models']
     base = models.get('single_frame', {}).get('mean_iou')
     base_ms = res['timing_ms'].get('single_frame')
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     args.json.write_text(json.dumps(res, indent=1))
     args.md = args.md or args.json.with_suffix('.md')
     args.md.parent.mkdir(parents=True, exist_ok=True)
-    args.md.write_text('# Memory ablation (issue 15)\n\n' + markdown(res))
+    args.md.write_text('# Memory ablation\n\n' + markdown(res))
     print(markdown(res))
     print(f'wrote {args.json} and {args.md} in {res["seconds"]} s')
     return 0

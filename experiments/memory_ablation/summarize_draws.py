@@ -8,7 +8,7 @@ on one held-out set); `label=` is optional (default: the file's stem), and files
 are one draw scored on several held-out sets (its mIoU is their mean). Per draw: each variant's
 mIoU and its gain over that draw's single-frame network. Over the draws: mean, sample standard
 deviation and minimum of each gain, per-condition mean gains, and how many draws meet the bars
-of issue 15 (DMNet >= +3 mIoU points, local only and global only >= +1 each). One draw's gain
+of the ablation (DMNet >= +3 mIoU points, local only and global only >= +1 each). One draw's gain
 mixes the effect of the memory with training noise; the mean over draws is what says whether a
 memory earns its place, the spread says how far one draw can be trusted.
 
@@ -26,9 +26,9 @@ import statistics
 import sys
 from pathlib import Path
 
-# Issue 15's bars: mIoU points over the single-frame network.
+# The ablation's bars, set before any scoring: mIoU points over the single-frame network.
 BARS = {'local_only': 1.0, 'global_only': 1.0, 'dmnet': 3.0}
-# The extended variants (issue 15, item 5) answer to the bar of the model they extend.
+# The further variants answer to the bar of the model they extend.
 EXTRA_BARS = {'local_only_lp': 1.0, 'global_only_lp': 1.0, 'dmnet_lp': 3.0,
               'local_only_lp_clip9': 1.0}
 LABELS = {'dmnet': 'DMNet'}

@@ -1,8 +1,8 @@
-"""Retrain the four models of the memory ablation identically (issue 15), with `dmnet train`.
+"""Retrain the four models of the memory ablation identically, with `dmnet train`.
 
     python -m experiments.memory_ablation.train_ablation [--data DIR] [--stage1-iters N] ...
 
-The defaults are the recipe of the committed checkpoints (README, issue 15 items 20, 25, 26):
+The defaults are the recipe of the committed checkpoints (README.md here, "What was tried"):
 ImageNet Lite0 start with the jaws weighed (recipes/type/type_synth.yaml), 960 generated
 20-frame sequences, 3,200 single-frame iterations, then 800 per variant at 0.3x the learning
 rate on 9-frame clips, the memories trained through label propagation (gamma 2).
@@ -53,12 +53,12 @@ VARIANTS = {                          # name -> `dmnet train` flags
     'global_only': ['--no-local'],
     'dmnet': [],
 }
-# Item 25: trained through label propagation (gamma 2), so the reads' keys learn from the
+# Trained through label propagation (gamma 2), so the reads' keys learn from the
 # prior over the types and the type logits learn to leave room for it.
 VARIANTS.update({'local_only_lp': ['--no-global', '--label-propagation', '2'],
                  'global_only_lp': ['--no-local', '--label-propagation', '2'],
                  'dmnet_lp': ['--label-propagation', '2']})
-# Item 26: the local memory on 9-frame training clips, as many frames per sample as the global
+# The local memory on 9-frame training clips, as many frames per sample as the global
 # variants encode (5 clip + 4 memory frames), so that the chain of stored predictions is
 # trained over more than 4 frames.
 VARIANTS['local_only_lp_clip9'] = ['--no-global', '--label-propagation', '2', '--clip-len', '9']
@@ -105,8 +105,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument('--local-vote-radius', type=int, default=0, metavar='R',
                     help="written into the exported checkpoints' local_memory.vote_radius, an "
                          'inference setting (training votes over every cell either way): -1 '
-                         'every cell, 0 the same cell (default 0, as the committed checkpoints; '
-                         'README item 30)')
+                         'every cell, 0 the same cell (default 0, as the committed checkpoints)')
     for flag in ('--batch-size', '--workers', '--val-frames', '--seed'):
         ap.add_argument(flag, type=int, default=None, help='passed to dmnet train')
     ap.add_argument('--clip-len', type=int, default=9,

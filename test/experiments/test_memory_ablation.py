@@ -235,7 +235,7 @@ def test_label_propagation_goes_to_the_memory_variants_only() -> None:
     assert script.variant_flags('single_frame', 2.0) == ['--no-local', '--no-global']
     assert script.variant_flags('dmnet', 2.0) == ['--label-propagation', '2']
     assert script.variant_flags('local_only', 0.5)[-2:] == ['--label-propagation', '0.5']
-    assert script.variant_flags('dmnet', 0.0) == []                 # off: item 20's recipe
+    assert script.variant_flags('dmnet', 0.0) == []                 # off: training without it
     assert script.variant_flags('dmnet_lp', 4.0).count('--label-propagation') == 1
     with pytest.raises(SystemExit):
         script.parse_args(['--label-propagation', '-1'])
