@@ -39,7 +39,7 @@ $(VENV)/.installed: $(REQS) $(CONSTRAINTS) setup.py
 	touch $@
 
 lint: venv
-	$(VENV)/bin/ruff check dmnet_core dmnet_ros launch test bench setup.py
+	$(VENV)/bin/ruff check dmnet_core dmnet_ros launch test bench experiments setup.py
 
 test: venv lint
 	$(PY) -m pytest -q test

@@ -9,7 +9,7 @@ setup(
     name=package_name,
     version='0.1.0',
     packages=find_packages(include=['dmnet_ros', 'dmnet_ros.*', 'dmnet_core', 'dmnet_core.*']),
-    package_data={'dmnet_core': ['models/*.safetensors', 'models/*.yaml', 'README.md']},
+    package_data={'dmnet_core': ['models/*.safetensors', 'models/*.yaml', 'models/README.md']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),

@@ -6,7 +6,7 @@ small `inference_size`) on a private localhost-only ROS domain, then runs the ca
 (test/ros/camera_process.py) once per size and QoS, reading the node's own counters from
 /diagnostics before and after. Prints a Markdown table (and writes JSON with --json).
 
-    .venv/bin/python bench/camera_rates.py --seconds 3
+    python -m bench.camera_rates --seconds 3
 """
 from __future__ import annotations
 
@@ -20,10 +20,22 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / 'test' / 'ros'))
-sys.path.insert(0, str(REPO))
 
-from rostest_utils import DiagnosticsWatch, NodeProcess, RosClient, ros_env  # noqa: E402
+
+def _rostest_utils():
+    """The ROS tests' helpers (test/ros/rostest_utils.py: node process, client, diagnostics)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'rostest_utils', REPO / 'test' / 'ros' / 'rostest_utils.py')
+    module = importlib.util.module_from_spec(spec)
+    sys.modules['rostest_utils'] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_utils = _rostest_utils()
+DiagnosticsWatch, NodeProcess, RosClient, ros_env = (
+    _utils.DiagnosticsWatch, _utils.NodeProcess, _utils.RosClient, _utils.ros_env)
 
 SIZES = ((640, 480), (1280, 1024), (1920, 1080))
 COUNTERS = ('frames_received', 'frames_answered', 'frames_dropped', 'frames_lost_in_transport',

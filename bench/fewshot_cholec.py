@@ -1,4 +1,4 @@
-"""Few-shot check on real laparoscopic frames (issue 9): a script, not a unit test.
+"""Few-shot check on real laparoscopic frames: a script, not a unit test.
 
 Takes the 72-frame CholecSeg8k clip (beside the checkout in ../shared, never copied into it),
 converts it with `dmnet preprocess`, splits it in time (first 36 frames: fine-tuning, last 36:
@@ -11,7 +11,7 @@ instrument (one grasper, ~1.3 % of the pixels) barely moves, so this measures wh
 pipeline adapts to real frames end to end, not how well dmnet generalises; 36 frames of one
 patient are no benchmark.
 
-    python bench/fewshot_cholec.py [--clip DIR] [--out DIR] [--iters N] [--json OUT]
+    python -m bench.fewshot_cholec [--clip DIR] [--out DIR] [--iters N] [--json OUT]
 """
 from __future__ import annotations
 

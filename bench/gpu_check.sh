@@ -3,7 +3,7 @@
 #   OUT=/some/dir bash bench/gpu_check.sh
 #   OUT=/some/dir WHEELHOUSE=.whl bash bench/gpu_check.sh     # + the node end to end (step 4)
 # 1. a quick CUDA correctness check of the Segmenter (fp32 vs CPU, fp16/bf16 vs fp32, shapes, NaN);
-# 2. bench/latency.py at 1024x1280 in fp16 with --skip-ros (imports no rclpy);
+# 2. bench.latency at 1024x1280 in fp16 with --skip-ros (imports no rclpy);
 # 3. a short soak on CUDA (GPU memory and RSS flat over 2000 frames);
 # 4. with WHEELHOUSE (bench/make_wheelhouse.sh: cp312 rclpy, Fast DDS, messages, rosbags): a venv
 #    that sees this Python's torch, then the node end to end through the replay harness on a
@@ -43,13 +43,13 @@ torchvision.__version__, "cv2", cv2.__version__, "cuda", torch.cuda.is_available
 
 if [[ "$SKIP_MODEL" != "1" ]]; then
 echo "== correctness (Segmenter on $DEVICE)"
-if ! timeout 240 "$PY" bench/gpu_correctness.py --device "$DEVICE" \
+if ! timeout 240 "$PY" -m bench.gpu_correctness --device "$DEVICE" \
     --json "$OUT/gpu_correctness.json" 2>&1 | tee "$OUT/gpu_correctness.txt"; then
   echo "correctness check FAILED"; status=1
 fi
 
 echo "== latency ($SIZE, $PRECISION)"
-if ! timeout 420 "$PY" bench/latency.py --device "$DEVICE" --precision "$PRECISION" \
+if ! timeout 420 "$PY" -m bench.latency --device "$DEVICE" --precision "$PRECISION" \
     --size "$SIZE" --frames "$FRAMES" --warmup "$WARMUP" --skip-ros \
     --json "$OUT/gpu_latency.json" --plot "$OUT/gpu_latency.png" 2>&1 \
     | tee "$OUT/gpu_latency.txt"; then
@@ -58,14 +58,14 @@ fi
 
 if [[ "${COMPILE:-0}" == "1" ]]; then
   echo "== latency with torch.compile ($SIZE, $PRECISION, main table only)"
-  timeout 420 "$PY" bench/latency.py --device "$DEVICE" --precision "$PRECISION" \
+  timeout 420 "$PY" -m bench.latency --device "$DEVICE" --precision "$PRECISION" \
     --size "$SIZE" --frames "$FRAMES" --warmup "$WARMUP" --skip-ros --no-sweeps --compile \
     --json "$OUT/gpu_latency_compile.json" 2>&1 | tee "$OUT/gpu_latency_compile.txt" \
     || { echo "compiled latency run FAILED"; status=1; }
 fi
 
 echo "== soak ($SOAK_FRAMES frames on $DEVICE)"
-if ! timeout 240 "$PY" bench/soak.py --device "$DEVICE" --precision "$PRECISION" \
+if ! timeout 240 "$PY" -m bench.soak --device "$DEVICE" --precision "$PRECISION" \
     --frames "$SOAK_FRAMES" --settle 300 --json "$OUT/gpu_soak.json" 2>&1 \
     | grep -v '^INFO' | tee "$OUT/gpu_soak.txt"; then
   echo "soak FAILED"; status=1

@@ -14,10 +14,8 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import latency  # noqa: E402  (puts the repository root on sys.path)
-
-from dmnet_core.cli import parse_model_size, parse_size  # noqa: E402
+from bench import latency
+from dmnet_core.cli import parse_model_size, parse_size
 
 # Random (untrained) weights put many pixels near a tie between classes, so fp16 rounding can
 # flip some labels; the probability bound is the sharper check.

@@ -1,6 +1,6 @@
 """Speed of DMNet against its peers, side by side, on the same frames, in one process run.
 
-    .venv/bin/python bench/latency.py --size 256x320 --json out/latency.json --plot out/latency.png
+    python -m bench.latency --size 256x320 --json out/latency.json --plot out/latency.png
 
 Per frame, after warm-up, on one generated surgical sequence (`dmnet_core.data.synth`), the
 wall-clock time of one `step(rgb)` call (resize, normalise, network, resize back, argmax and
@@ -42,12 +42,10 @@ from typing import Any
 
 import numpy as np
 
-# Run from a checkout without installing: the repository root holds dmnet_core / dmnet_ros.
+from bench.machine import cpu_name
+from dmnet_core.cli import parse_model_size
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-from bench.machine import cpu_name  # noqa: E402  (after the path set-up)
-from dmnet_core.cli import parse_model_size  # noqa: E402
 
 # The variants in table order: (name, JSON key of the median).
 VARIANTS = (
@@ -203,8 +201,8 @@ def build_variants(args: argparse.Namespace, size: tuple[int, int],
     """Steppers (`step(rgb)`, `reset()`) for the named variants at inference size `size`."""
     import torch
 
+    from bench.baselines import DisFlow, FlowBaseline, RaftFlow
     from dmnet_core import load_segmenter
-    from dmnet_core.baselines import DisFlow, FlowBaseline, RaftFlow
 
     names = names or tuple(n for n, _ in VARIANTS)
     out: dict[str, Any] = {}

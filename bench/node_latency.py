@@ -9,8 +9,8 @@ and reports, at the node's default inference size unless told otherwise:
     latency (publish time minus stamp);
   - frames sent, answered, dropped by the node, lost.
 
-    .venv/bin/python bench/node_latency.py --frames 60 --rate 5 --json out.json
-    .venv/bin/python bench/node_latency.py --device cuda --rate 30
+    python -m bench.node_latency --frames 60 --rate 5 --json out.json
+    python -m bench.node_latency --device cuda --rate 30
 """
 from __future__ import annotations
 
@@ -199,7 +199,6 @@ def run(args: argparse.Namespace) -> dict:
 
 def run_model_only(args: argparse.Namespace) -> dict:
     """The node's inference step alone (load_segmenter + step), no ROS needed."""
-    sys.path.insert(0, str(REPO))
     from dmnet_core import load_segmenter
 
     seg = load_segmenter(None, args.device, precision=args.precision,

@@ -13,11 +13,11 @@ table (and writes JSON / Markdown):
 - with `--no-memory`, the same with both memories off.
 With `--montage` it also writes a picture of a few frames: frame | prediction | GT.
 
-    .venv/bin/python bench/real_clip.py                          # shipped binary model, the clip
-    .venv/bin/python bench/real_clip.py --data ../shared/data/endoscapes_seg/val \\
+    python -m bench.real_clip                          # shipped binary model, the clip
+    python -m bench.real_clip --data ../shared/data/endoscapes_seg/val \\
         --data ../shared/data/cholecseg8k_clip --no-memory --markdown out.md
-    .venv/bin/python bench/real_clip.py --checkpoint runs/x/best.safetensors --json out.json
-    .venv/bin/python bench/real_clip.py --task parts             # any part counts as instrument
+    python -m bench.real_clip --checkpoint runs/x/best.safetensors --json out.json
+    python -m bench.real_clip --task parts             # any part counts as instrument
 """
 from __future__ import annotations
 

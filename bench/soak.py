@@ -1,7 +1,7 @@
 """Soak: 10,000+ frames through the model (and optionally the ROS 2 node); memory must stay flat.
 
-    .venv/bin/python bench/soak.py --frames 10000 --size 64x80 --json out/soak.json
-    .venv/bin/python bench/soak.py --frames 2000 --size 64x80 --node --json out/soak_node.json
+    python -m bench.soak --frames 10000 --size 64x80 --json out/soak.json
+    python -m bench.soak --frames 2000 --size 64x80 --node --json out/soak_node.json
 
 The global memory bank and every buffer are bounded, so after a short settling period the
 process's resident memory (and CUDA memory on a GPU) must not grow with the number of frames.
@@ -28,10 +28,8 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import latency  # noqa: E402  (bench/latency.py: shared helpers; it puts the repo on sys.path)
-
-from dmnet_core.cli import parse_model_size, parse_size  # noqa: E402
+from bench import latency
+from dmnet_core.cli import parse_model_size, parse_size
 
 log = logging.getLogger('bench.soak')
 

@@ -1,6 +1,6 @@
 """Write a small montage of generated frames with their parts masks (docs/synth_examples.png).
 
-    .venv/bin/python bench/synth_examples.py [--out docs/synth_examples.png] [--seeds 1 2 3]
+    python -m bench.synth_examples [--out docs/synth_examples.png] [--seeds 1 2 3]
 
 Rows: robotic and laparoscopic sequences (`dmnet_core.data.synth`, one seed each); each panel
 is a frame and, beside it, its parts mask (shaft blue, wrist yellow, clasper magenta; black =
@@ -16,9 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dmnet_core.data.synth import generate_sequence  # noqa: E402
+from dmnet_core.data.synth import generate_sequence
 
 PART_RGB = np.array([[0, 0, 0], [40, 140, 255], [255, 210, 0], [255, 0, 200]], np.uint8)
 

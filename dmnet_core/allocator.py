@@ -5,9 +5,9 @@ threshold (128 KiB, raised dynamically) with fresh `mmap`s and returns the top o
 the kernel once 128 KiB are free, so every frame's activations (a few MB each at 256x320)
 arrive as new zero-filled pages: about 4,000-9,500 page faults per `Segmenter.step` here, and
 on a virtual machine they cost 20-40 % of the step and most of its run-to-run spread (measured
-with `bench/latency.py`, see README "Performance"). A fixed, high mmap threshold and no trimming
-let the next frame reuse the same heap pages: RSS stays at the peak of one frame, which it
-reaches anyway.
+with `python -m bench.latency`, see docs/performance.md). A fixed, high mmap threshold and no
+trimming let the next frame reuse the same heap pages: RSS stays at the peak of one frame,
+which it reaches anyway.
 
 Process-wide and idempotent; a no-op where the C library is not glibc (musl, macOS, Windows).
 """

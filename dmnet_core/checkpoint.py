@@ -41,6 +41,14 @@ SHIPPED_CHECKPOINTS = {
     'parts': MODELS_DIR / 'parts.safetensors',
     'type': MODELS_DIR / 'type.safetensors',
 }
+# How each shipped model was made, relative to the repository root (recipes/README.md has the
+# commands and scores). The stored configs stay as trained, so the link lives here and in the
+# readable models/*.yaml beside each checkpoint.
+SHIPPED_RECIPES = {
+    'binary': 'recipes/default/binary_synth.yaml',
+    'parts': 'recipes/parts/parts_synth.yaml',
+    'type': 'recipes/type/type_synth.yaml',
+}
 TORCH_SUFFIXES = ('.pth', '.pt')
 
 
@@ -61,7 +69,7 @@ def shipped_checkpoint(task: str) -> Path:
     path = SHIPPED_CHECKPOINTS[task]
     if not path.is_file():
         raise FileNotFoundError(f'no model shipped for task {task!r} (expected {path}); train one '
-                                f'with config/train_synth_{task}.yaml or give a checkpoint')
+                                f'with {SHIPPED_RECIPES[task]} or give a checkpoint')
     return path
 
 

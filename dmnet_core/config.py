@@ -7,6 +7,7 @@ except the builders (`build_model`, the trainer) that translate config into argu
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,11 +16,11 @@ from typing import Any, TypeVar
 
 import yaml
 
+log = logging.getLogger(__name__)
 T = TypeVar('T')
 
 TASKS = ('binary', 'parts', 'type')
 ENCODERS = ('mobilenet_v2', 'resnet18', 'efficientnet_lite0')
-LOCAL_QUERIES = ('hidden', 'key')      # what the local read asks with (LocalMemoryConfig.query)
 
 # Class names per task. Index = class id in every label map; 0 is always background.
 BINARY_CLASSES = ['background', 'instrument']
@@ -74,12 +75,6 @@ class LocalMemoryConfig:
     enabled: bool = True
     window: int = 5                     # T, local frames incl. the current one (paper: 5)
     hidden: int = 256                   # ConvLSTM hidden channels
-    # The non-local read's query: 'hidden' = theta(h_t), the paper's (every shipped model);
-    # 'key' = the current frame's own key, in the local keys' space (STM/XMem).
-    query: str = 'hidden'
-    # Add the frame's own features to ELM's output (P and W start at zero, so a fresh ELM is the
-    # identity: the non-local block's residual form). False = the paper's (every shipped model).
-    residual: bool = False
     # Label propagation's local vote (no weights, changeable at load): -1 = the read's attention
     # over every cell of the window (as trained); r >= 0 = only cells within r of the query cell
     # (Chebyshev, 1/32 grid), renormalised, so a cell takes its names from the same place.
@@ -103,16 +98,6 @@ class GlobalMemoryConfig:
     eviction: str = 'redundant'         # 'redundant' (most similar pair) or 'oldest'
     uniform_stride: int = 5             # 'uniform' policy: admit every k-th frame
     seed: int = 0                       # seeds 'random' read sampling, reproducibly
-    # Memory values also encode the memory frame's own prediction (class shares at 1/32), as
-    # STM/XMem store masks; the paper stores features only (False, every shipped model).
-    mask_value: bool = False
-    # How the predictions' 3x3 encoder starts: 'zero' (a fresh reader is the paper's) or
-    # 'default' (PyTorch's conv init: the stored predictions count from the first step).
-    mask_value_init: str = 'zero'
-    # Fourier frequencies per axis of a learnt position term added to the keys (0: the paper's
-    # position-free keys, every shipped model): lets a read tell look-alike instruments apart
-    # by where they are.
-    key_position: int = 0
 
 
 @dataclass
@@ -159,11 +144,6 @@ class ModelConfig:
                              'not in spread/latest/random')
         if g.capacity < 1 or g.n_read < 1:
             raise ValueError('global_memory.capacity and n_read must be >= 1')
-        if g.mask_value_init not in ('zero', 'default'):
-            raise ValueError(f'global_memory.mask_value_init {g.mask_value_init!r} '
-                             'not in zero/default')
-        if not 0 <= g.key_position <= 8:
-            raise ValueError(f'global_memory.key_position {g.key_position} not in 0..8')
         if not 0 <= self.label_propagation <= 16:
             raise ValueError(f'model.label_propagation {self.label_propagation} not in 0..16')
         if self.local_memory.window < 1:
@@ -171,9 +151,6 @@ class ModelConfig:
         radius = self.local_memory.vote_radius
         if isinstance(radius, bool) or not isinstance(radius, int) or radius < -1:
             raise ValueError(f'local_memory.vote_radius must be an integer >= -1, got {radius!r}')
-        if self.local_memory.query not in LOCAL_QUERIES:
-            raise ValueError(f'local_memory.query {self.local_memory.query!r} not in '
-                             + '/'.join(LOCAL_QUERIES))
 
 
 @dataclass
@@ -329,12 +306,6 @@ class TrainConfig:
     # clasper), read beside the task's masks: a type model can be made to weigh the jaws, the
     # only part that tells look-alike types apart. []: every pixel weighs 1.
     part_weights: list[float] = field(default_factory=list)
-    # Teacher forcing of the predictions in the bank (model.global_memory.mask_value): the share
-    # of training memory frames whose stored prediction is their ground-truth mask instead of
-    # the network's own, drawn per frame, as STM/XMem train their memory on given masks (README
-    # item 23: no gain on the type task). Inference always stores the network's predictions.
-    # 0: never.
-    memory_gt_masks: float = 0.0
 
 
 @dataclass
@@ -342,6 +313,46 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# Options removed after their experiments showed no gain (the memory ablation,
+# experiments/memory_ablation/README.md; the last version with them is git tag
+# pre-cleanup-2026-12), each with the value that meant "off". A stored config (a checkpoint, a
+# run's config.yaml) that holds one at that value loads as before, the key dropped; any other
+# value asked for behaviour this version no longer has, so it is an error naming the key.
+RETIRED_KEYS: dict[type, dict[str, Any]] = {
+    LocalMemoryConfig: {'query': 'hidden', 'residual': False},
+    GlobalMemoryConfig: {'mask_value': False, 'mask_value_init': 'zero', 'key_position': 0},
+    TrainConfig: {'memory_gt_masks': 0.0},
+}
+
+
+def _is_neutral(value: Any, neutral: Any) -> bool:
+    """`value` is the retired option's "off" value (a number compares as a number, not a bool)."""
+    if isinstance(neutral, bool) or isinstance(value, bool):
+        return value is neutral
+    if isinstance(neutral, (int, float)):
+        return isinstance(value, (int, float)) and value == neutral
+    return value == neutral
+
+
+def _drop_retired(cls: type, data: dict, where: str) -> dict:
+    """`data` without the retired keys of `cls`; a retired key set to anything but off raises."""
+    retired = RETIRED_KEYS.get(cls, {})
+    if not retired or not retired.keys() & data.keys():
+        return data
+    kept = dict(data)
+    for key, neutral in retired.items():
+        if key not in kept:
+            continue
+        name = f'{where}.{key}' if where else key
+        value = kept.pop(key)
+        if not _is_neutral(value, neutral):
+            raise ValueError(f'{name}: {value!r} is a retired option (only its off value '
+                             f'{neutral!r} is still read); the last version with it is git tag '
+                             'pre-cleanup-2026-12')
+        log.debug('%s: dropped the retired option at its off value %r', name, value)
+    return kept
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -384,6 +395,7 @@ def from_dict(cls: type[T], data: dict | None, where: str = '') -> T:
         data = {}
     if not isinstance(data, dict):
         raise ValueError(f'{where or cls.__name__}: expected a mapping, got {data!r}')
+    data = _drop_retired(cls, data, where)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)

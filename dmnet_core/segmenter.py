@@ -272,7 +272,7 @@ class Segmenter:
                     # The bank is only written after this frame's prediction (causal).
                     admitted = update_bank(
                         self.bank, self.policy, self.capacity, frame, logits, f32,
-                        lambda f: self.model.global_key_value(f, logits), shares)
+                        self.model.global_key_value, shares)
             # One resize from 1/4 of the inference size straight to the input size.
             logits = F.interpolate(logits.float(), size=(height, width), mode='bilinear',
                                    align_corners=False)

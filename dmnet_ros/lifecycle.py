@@ -92,6 +92,8 @@ class ManagedNode:
 
         p = self.p
         ckpt = p['checkpoint'] or None
+        for note in node_params.deprecations(p):
+            self.get_logger().warning(note)
         self.get_logger().info(f'loading model: checkpoint={p["checkpoint"] or "(shipped model)"} '
                                f'task={p["task"] or "(any)"} device={p["device"]} '
                                f'precision={p["precision"]}')

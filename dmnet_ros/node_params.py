@@ -30,6 +30,13 @@ MEMORY_DEFAULTS = {
 }
 DEVICE_RE = re.compile(r'^(auto|cpu|cuda|cuda:\d+)$')
 MAX_INFERENCE_SIDE = 4096
+# Explicit values of the label-propagation parameters, and the numbers that meant them before
+# (accepted for one more release, with a deprecation warning).
+CHECKPOINT, ALL_CELLS = 'checkpoint', 'all'
+DEPRECATED_NUMBERS = {
+    'memory.label_propagation': {-1: CHECKPOINT},
+    'memory.local_vote_radius': {-2: CHECKPOINT, -1: ALL_CELLS},
+}
 OUTPUT_TOPICS = ('mask_topic', 'overlay_topic', 'labels_topic')
 
 
@@ -45,6 +52,9 @@ class ParamSpec:
     float_range: tuple[float, float] | None = None
     choices: tuple[str, ...] = field(default_factory=tuple)
     reconfigure: bool = False
+    # A word or a number (`memory.label_propagation`, `memory.local_vote_radius`): rclpy then
+    # accepts either type, and `check_value` does the whole check.
+    dynamic_typing: bool = False
 
     def descriptor(self) -> ParameterDescriptor:
         """The ParameterDescriptor rclpy enforces (type, read_only, scalar ranges)."""
@@ -54,7 +64,8 @@ class ParamSpec:
         if self.reconfigure:
             desc += ' Takes effect on the next configure.'
         d = ParameterDescriptor(description=desc,
-                                read_only=self.read_only and not self.reconfigure)
+                                read_only=self.read_only and not self.reconfigure,
+                                dynamic_typing=self.dynamic_typing)
         if self.int_range is not None:
             d.integer_range = [IntegerRange(from_value=self.int_range[0],
                                             to_value=self.int_range[1], step=1)]
@@ -97,12 +108,14 @@ PARAMS: tuple[ParamSpec, ...] = (
               choices=('redundant', 'oldest')),
     ParamSpec('memory.read_sampling', MEMORY_DEFAULTS['read_sampling'], 'Which bank entries '
               'a step reads.', choices=('spread', 'latest', 'random')),
-    ParamSpec('memory.label_propagation', -1.0, "Label propagation's weight: the memory "
-              "reads also carry what past frames were named (0 = off, the paper's; -1 = the "
-              "checkpoint's own).", float_range=(-1.0, 16.0)),
-    ParamSpec('memory.local_vote_radius', -2, "Label propagation's local vote: from cells "
-              'within this many 1/32 cells of each cell (0 = the same place, -1 = every cell, '
-              "-2 = the checkpoint's own).", int_range=(-2, 64)),
+    ParamSpec('memory.label_propagation', CHECKPOINT, "Label propagation's weight: the "
+              'memory reads also carry what past frames were named. '
+              f"'{CHECKPOINT}' = the checkpoint's own; a number in 0..16 (0 = off, the "
+              "paper's).", dynamic_typing=True),
+    ParamSpec('memory.local_vote_radius', CHECKPOINT, "Label propagation's local vote: "
+              f"'{CHECKPOINT}' = the checkpoint's own; '{ALL_CELLS}' = from every cell the "
+              'local read attends to; an integer r in 0..64 = only from cells within r 1/32 '
+              'cells of each cell (0 = the same place).', dynamic_typing=True),
     ParamSpec('memory.local_enabled', True, 'Use the local (ConvLSTM) memory (false switches '
               'it off; true = as the checkpoint has it).'),
     ParamSpec('memory.global_enabled', True, 'Use the global memory bank (false switches it '
@@ -200,7 +213,38 @@ def check_value(name: str, value: Any) -> str | None:
             return f'overlay.palette: {exc}'
     if name in OUTPUT_TOPICS and not str(value).strip():
         return f'{name} must not be empty'
+    if name == 'memory.label_propagation':
+        value = explicit(name, value)
+        if value != CHECKPOINT and (isinstance(value, (bool, str)) or not 0 <= value <= 16):
+            return (f"memory.label_propagation={value!r} must be '{CHECKPOINT}' or a number in "
+                    '0..16')
+    if name == 'memory.local_vote_radius':
+        value = explicit(name, value)
+        if value not in (CHECKPOINT, ALL_CELLS) and (
+                isinstance(value, (bool, str, float)) or not 0 <= value <= 64):
+            return (f"memory.local_vote_radius={value!r} must be '{CHECKPOINT}', '{ALL_CELLS}' "
+                    'or an integer in 0..64')
     return None
+
+
+def explicit(name: str, value: Any) -> Any:
+    """`value` with a deprecated number of `name` (`DEPRECATED_NUMBERS`) as its word."""
+    numbers = DEPRECATED_NUMBERS.get(name, {})
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value in numbers:
+        return numbers[value]
+    return value
+
+
+def deprecations(values: dict[str, Any]) -> list[str]:
+    """A warning for each parameter set to a deprecated number instead of its word."""
+    notes = []
+    for name in DEPRECATED_NUMBERS:
+        value = values.get(name)
+        word = explicit(name, value)
+        if word != value:
+            notes.append(f'{name}={value!r} is deprecated (still accepted in this release): '
+                         f'use {word!r}')
+    return notes
 
 
 def declare_all(node: Node) -> dict[str, Any]:
@@ -219,17 +263,21 @@ def memory_overrides(values: dict[str, Any]) -> dict[str, Any]:
 
     `local_enabled`/`global_enabled` are passed only when false: true means "use what the
     checkpoint has" (asking for a memory a checkpoint lacks is an error in load_segmenter);
-    `label_propagation` only when not negative (-1: the checkpoint's own), `local_vote_radius`
-    only when at least -1 (-2: the checkpoint's own).
+    `label_propagation` and `local_vote_radius` only when not 'checkpoint' (the checkpoint's
+    own), 'all' as the Segmenter's -1 (every cell). Deprecated numbers count as their words.
     """
-    out = {k.split('.', 1)[1]: v for k, v in values.items() if k.startswith('memory.')}
+    out = {k.split('.', 1)[1]: explicit(k, v) for k, v in values.items()
+           if k.startswith('memory.')}
     for key in ('local_enabled', 'global_enabled'):
         if out.get(key, False):
             del out[key]
-    if out.get('label_propagation', -1.0) < 0:
-        out.pop('label_propagation', None)
-    if out.get('local_vote_radius', -2) < -1:
-        out.pop('local_vote_radius', None)
+    for key in ('label_propagation', 'local_vote_radius'):
+        if out.get(key, CHECKPOINT) == CHECKPOINT:
+            out.pop(key, None)
+    if 'label_propagation' in out:
+        out['label_propagation'] = float(out['label_propagation'])
+    if out.get('local_vote_radius') == ALL_CELLS:
+        out['local_vote_radius'] = -1          # dmnet_core: every cell the read attends to
     return out
 
 

@@ -1,7 +1,7 @@
 """The node's input side: one image transport, its QoS, camera_info and transport losses.
 
 Why `input.reliability: auto` (measured with Fast DDS 3.2, Kilted wheels, two processes on one
-host, see README "The node"): a frame larger than about 512 KB (640x480 rgb8 and up) is split
+host, see docs/node.md): a frame larger than about 512 KB (640x480 rgb8 and up) is split
 into fragments, and the fragments that do not fit the sender's shared-memory segment (512 KB
 by default, a setting of the camera's process) are lost on the first sending. A best-effort
 reader never gets a fragment again, so it loses the whole frame: 0-3 of 10 frames of 640x480,

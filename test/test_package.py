@@ -69,7 +69,7 @@ def test_package_xml_uses_only_existing_rosdep_keys():
     keys = {e.text.strip() for tag in tags for e in root.findall(tag)}
     unknown = keys - ROSDEP_SYSTEM_KEYS - ROS_PACKAGES
     assert not unknown, f'not verified as rosdep keys: {sorted(unknown)}'
-    # The ones a user hit (issue 16): not keys anywhere.
+    # Keys that do not exist in rosdep (users hit them): never listed.
     assert not keys & {'ament_python', 'python3-safetensors', 'python3-torch-pip'}
 
 

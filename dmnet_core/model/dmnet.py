@@ -5,7 +5,7 @@ and returned, and owned by `Segmenter` (inference) or `forward_clip` (training).
 
     encode(x)                          B x 3 x H x W -> (skips, f32 B x C x H/32 x W/32)
     local_step(f32, state)             -> (ELM output B x C x h x w, new LocalState)
-    global_key_value(f32[, logits])    -> memory (key B x Ck x h x w, value B x Cv x h x w)
+    global_key_value(f32)              -> memory (key B x Ck x h x w, value B x Cv x h x w)
     fuse(f32, local_out, mem_k, mem_v) -> the bottleneck fed to the decoder, B x C x h x w
     decode(skips, bottleneck)          -> logits B x K x H/4 x W/4
     step(skips, f32, state, mem_k, mem_v[, labels]) -> (logits at 1/4, new state): everything
@@ -41,30 +41,20 @@ class DMNet(nn.Module):
         local_enabled: build the Efficient Local Memory.
         local_hidden: ConvLSTM hidden channels.
         local_window: T, local frames including the current one.
-        local_query: what the local read asks with: 'hidden' (theta(h_t), the paper's) or 'key'.
-        local_residual: ELM adds the frame's features to its output (zero-initialised, so a
-            fresh ELM is the identity); False is the paper's form.
         local_vote_radius: label propagation's local vote from cells within this radius of the
             query cell (-1: every cell).
         global_enabled: build the Active Global Memory read.
         key_channels: Ck of the global keys.
         value_channels: Cv of the global values.
         fusion: 'tandem' (ELM output queries the bank) or 'additive' (ELM + read of the raw frame).
-        global_mask_value: memory values also encode the memory frame's prediction.
-        global_key_position: Fourier frequencies per axis of a learnt position term in the global
-            keys (0: the paper's position-free keys).
-        global_mask_init: 'zero' or 'default', how the predictions' encoder starts.
         encoder_weights: optional ImageNet weights for the encoder (a local file, or 'imagenet').
     """
 
     def __init__(self, num_classes: int, *, encoder: str = 'mobilenet_v2', channels: int = 256,
                  local_enabled: bool = True, local_hidden: int = 256, local_window: int = 5,
-                 local_query: str = 'hidden', local_residual: bool = False,
                  local_vote_radius: int = -1,
                  global_enabled: bool = True, key_channels: int = 64, value_channels: int = 128,
-                 fusion: str = 'tandem', global_mask_value: bool = False,
-                 global_key_position: int = 0, global_mask_init: str = 'zero',
-                 encoder_weights: str | Path | None = None) -> None:
+                 fusion: str = 'tandem', encoder_weights: str | Path | None = None) -> None:
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f'fusion {fusion!r} not in {FUSIONS}')
@@ -72,13 +62,10 @@ class DMNet(nn.Module):
         self.encoder = build_encoder(encoder, channels, encoder_weights)
         self.decoder = RefineDecoder(self.encoder.skip_groups, channels, num_classes)
         # Disabled memories are not built at all, so a memory-free model is exactly the backbone.
-        self.local_memory = (EfficientLocalMemory(channels, local_hidden, local_window, local_query,
-                                                  local_residual, local_vote_radius)
+        self.local_memory = (EfficientLocalMemory(channels, local_hidden, local_window,
+                                                  local_vote_radius)
                              if local_enabled else None)
-        self.global_memory = (GlobalMemoryReader(channels, key_channels, value_channels,
-                                                 num_classes if global_mask_value else 0,
-                                                 global_key_position,
-                                                 mask_zero_init=global_mask_init == 'zero')
+        self.global_memory = (GlobalMemoryReader(channels, key_channels, value_channels)
                               if global_enabled else None)
         self.use_local = local_enabled
         self.use_global = global_enabled
@@ -105,15 +92,9 @@ class DMNet(nn.Module):
         """ELM for one frame: f32 and the carried state -> (B x C x h x w, new state)."""
         return self.local_memory(f32, state)
 
-    @property
-    def global_mask_value(self) -> bool:
-        """Whether memory values encode the memory frame's prediction (then pass its logits)."""
-        return self.global_memory is not None and self.global_memory.mask is not None
-
-    def global_key_value(self, f32: torch.Tensor, logits: torch.Tensor | None = None
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Key/value of a memory frame from its bottleneck and prediction (cached once made)."""
-        return self.global_memory.key_value(f32, logits)
+    def global_key_value(self, f32: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Key/value of a memory frame from its bottleneck (cached by the bank once made)."""
+        return self.global_memory.key_value(f32)
 
     def fuse(self, f32: torch.Tensor, local_out: torch.Tensor | None,
              mem_k: torch.Tensor | None, mem_v: torch.Tensor | None) -> torch.Tensor:
@@ -204,16 +185,11 @@ def build_model(cfg: ModelConfig, pretrained: bool = True) -> DMNet:
         local_enabled=cfg.local_memory.enabled,
         local_hidden=cfg.local_memory.hidden,
         local_window=cfg.local_memory.window,
-        local_query=cfg.local_memory.query,
-        local_residual=cfg.local_memory.residual,
         local_vote_radius=cfg.local_memory.vote_radius,
         global_enabled=cfg.global_memory.enabled,
         key_channels=cfg.global_memory.key_channels,
         value_channels=cfg.global_memory.value_channels,
         fusion=cfg.fusion,
-        global_mask_value=cfg.global_memory.mask_value,
-        global_key_position=cfg.global_memory.key_position,
-        global_mask_init=cfg.global_memory.mask_value_init,
         encoder_weights=cfg.encoder.weights if pretrained else None,
     )
 

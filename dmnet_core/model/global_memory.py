@@ -66,55 +66,20 @@ class GlobalMemoryReader(nn.Module):
         channels: C, the bottleneck width (input and output).
         key_channels: Ck (authors: C/4).
         value_channels: Cv (authors: C/2, so that [read, query value] has C channels).
-        mask_classes: K > 0 adds a memory frame's predicted class shares to its value through a
-            3x3 conv; 0 = features only.
-        mask_zero_init: start that conv at zero, so that a fresh reader is the paper's; False
-            keeps PyTorch's default init (the stored predictions count from the first step).
-        key_position: F > 0 adds a learnt projection of fixed Fourier features of each cell's
-            place in the frame (F frequencies per axis) to every key, query and memory alike, so
-            that a read can prefer memory cells near the query (look-alike instruments are told
-            apart by where they are); 0 = the paper's position-free keys.
     """
 
-    def __init__(self, channels: int, key_channels: int, value_channels: int,
-                 mask_classes: int = 0, key_position: int = 0,
-                 mask_zero_init: bool = True) -> None:
+    def __init__(self, channels: int, key_channels: int, value_channels: int) -> None:
         super().__init__()
         self.key = nn.Conv2d(channels, key_channels, 3, padding=1)
-        self.key_pos = (nn.Conv2d(4 * key_position, key_channels, 1, bias=False)
-                        if key_position else None)
         self.value = nn.Conv2d(channels, value_channels, 3, padding=1)
-        self.mask = None
-        if mask_classes:
-            self.mask = nn.Conv2d(mask_classes, value_channels, 3, padding=1)
-            if mask_zero_init:
-                nn.init.zeros_(self.mask.weight)
-                nn.init.zeros_(self.mask.bias)
         # Only needed when 2*Cv != C; with the authors' sizes the concatenation is already C wide.
         self.proj = (nn.Identity() if 2 * value_channels == channels
                      else nn.Conv2d(2 * value_channels, channels, 1))
 
-    def key_value(self, f: torch.Tensor, logits: torch.Tensor | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """B x C x h x w -> (key B x Ck x h x w, value B x Cv x h x w).
-
-        With a mask encoder and the frame's `logits` (B x K x h' x w', any resolution) the value
-        also carries what the network predicted there; a query's own value never does (its
-        prediction is what is being computed).
-        """
-        value = self.value(f)
-        if self.mask is not None and logits is not None:
-            value = value + self.mask(class_shares(logits, f.shape[-2:]).to(value.dtype))
-        return self.key_of(f), value
-
-    def key_of(self, f: torch.Tensor) -> torch.Tensor:
-        """B x C x h x w -> key B x Ck x h x w (with the position term when built)."""
-        key = self.key(f)
-        if self.key_pos is not None:
-            freqs = self.key_pos.in_channels // 4
-            pe = position_features(f.shape[-2:], freqs, f.device, key.dtype)
-            key = key + self.key_pos(pe)                  # 1 x Ck x h x w, broadcast over B
-        return key
+    def key_value(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """B x C x h x w -> (key B x Ck x h x w, value B x Cv x h x w): features only, as the
+        paper stores them."""
+        return self.key(f), self.value(f)
 
     def forward(self, query: torch.Tensor, mem_k: torch.Tensor | None,
                 mem_v: torch.Tensor | None) -> torch.Tensor:
@@ -131,38 +96,12 @@ class GlobalMemoryReader(nn.Module):
 
     def read_weights(self, query: torch.Tensor, mem_k: torch.Tensor) -> torch.Tensor:
         """The attention `forward` reads `mem_k` (B x N x Ck x h x w) with: B x hw x Nhw."""
-        return attention_weights(self.key_of(query), mem_k)
-
-
-def position_features(size: tuple[int, int], freqs: int, device: torch.device | None = None,
-                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Fixed Fourier features of cell centres: 1 x 4F x h x w.
-
-    For each axis, u = (i + 0.5) / n in (0, 1) and channels sin(pi 2^k u), cos(pi 2^k u),
-    k < F: the dot product of two cells' features is sum_k cos(pi 2^k du), largest at du = 0.
-    """
-    centres = [(torch.arange(n, device=device, dtype=torch.float32) + 0.5) / n for n in size]
-    out = []
-    for u in torch.meshgrid(*centres, indexing='ij'):         # each h x w
-        for k in range(freqs):
-            out += [torch.sin(math.pi * 2 ** k * u), torch.cos(math.pi * 2 ** k * u)]
-    return torch.stack(out)[None].to(dtype)
+        return attention_weights(self.key(query), mem_k)
 
 
 def class_shares(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Softmax of B x K x h' x w' logits, area-averaged to B x K x size: each class's share."""
     return F.adaptive_avg_pool2d(torch.softmax(logits.float(), dim=1), size)
-
-
-def mask_logits(masks: torch.Tensor, num_classes: int, size: tuple[int, int]) -> torch.Tensor:
-    """Logits whose softmax is each class's area share of a mask over the cells of `size`.
-
-    B x H x W class ids (ids >= K, e.g. ignored pixels, count as no class) -> B x K x size: what
-    `class_shares` makes of a prediction, made from a ground-truth mask instead.
-    """
-    onehot = F.one_hot(masks.long().clamp(0, num_classes), num_classes + 1)[..., :num_classes]
-    area = F.adaptive_avg_pool2d(onehot.permute(0, 3, 1, 2).float(), size)
-    return torch.log(area + 1e-6)
 
 
 # ---------------------------------------------------------------- scores used by the policy

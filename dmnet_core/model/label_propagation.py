@@ -7,9 +7,10 @@ instrument types; no weights are added. Legend: `A` attention B x HW x M over M 
 cells; `S` those cells' class shares B x M x K (class 0 = background); `pi` the prior over the
 T = K - 1 instrument types, B x T x h x w.
 
-Why (README, issue 15 item 25): the network stores features, and what a memory frame was
-predicted to be stays a small part of them, so a look-alike instrument named right a few frames
-ago is not named right now. Voting over the right cells is what the memories can add.
+Why: the paper's memories store features, and what a memory frame was predicted to be stays a
+small part of them, so a look-alike instrument named right a few frames ago is not named right
+now. Voting over the right cells is what the memories can add (the memory ablation,
+experiments/memory_ablation/README.md, measures it).
 """
 from __future__ import annotations
 

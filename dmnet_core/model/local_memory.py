@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from dmnet_core.config import LOCAL_QUERIES
 from dmnet_core.model.global_memory import attention_read, attention_weights
 
 
@@ -59,47 +58,31 @@ class LocalState:
 
 
 class EfficientLocalMemory(nn.Module):
-    """ELM: out = P(h_t) + W(NL(theta(h_t); phi(f_i), g(f_i) for the last T frames i)) [+ f_t].
+    """ELM: out = P(h_t) + W(NL(theta(h_t); phi(f_i), g(f_i) for the last T frames i)).
+
+    The paper's form: the frame reaches the decoder only through the ConvLSTM's gates,
+    and the non-local read asks with theta(h_t), a projection of the ConvLSTM state.
 
     Args:
         channels: C, bottleneck width (input and output).
         hidden: Hd, ConvLSTM hidden channels (P is a 1x1 projection when Hd != C).
         window: T, local frames including the current one.
-        query: what the non-local read asks with: 'hidden', theta(h_t) (the paper's), or 'key',
-            the current frame's own key phi(f_t), so that query and local keys live in one space
-            (as STM/XMem match a frame against its memory).
-        residual: add the frame's own features f_t to the output, with P and W zero-initialised,
-            as the non-local block of Wang et al. (2018) does: a fresh ELM is then the identity,
-            so a memory trained from a single-frame network starts as that network and learns
-            only what it adds. False (the paper's form, every shipped model): the frame reaches
-            the decoder only through the ConvLSTM's gates.
         vote_radius: which cells label propagation's vote (`vote_weights`) takes names from: -1
             every cell the read attends to; r >= 0 only those within r cells of the query cell.
             Holds no weights, so it can change after training.
     """
 
-    def __init__(self, channels: int, hidden: int, window: int, query: str = 'hidden',
-                 residual: bool = False, vote_radius: int = -1) -> None:
+    def __init__(self, channels: int, hidden: int, window: int, vote_radius: int = -1) -> None:
         super().__init__()
-        if query not in LOCAL_QUERIES:
-            raise ValueError(f'local memory query {query!r} not in {LOCAL_QUERIES}')
         ck, cv = max(channels // 4, 1), max(channels // 2, 1)
         self.window = window
-        self.residual = residual
         self.vote_radius = vote_radius
         self.cell = ConvLSTMCell(channels, hidden, 3)
-        # A residual ELM needs P as weights even where Hd == C, to start it at zero.
-        self.out_proj = (nn.Conv2d(hidden, channels, 1) if residual or hidden != channels
-                         else nn.Identity())
-        # 'key' asks with the key projection itself: no query weights at all.
-        self.query = nn.Conv2d(hidden, ck, 1) if query == 'hidden' else None
-        self.key = nn.Conv2d(channels, ck, 1)
-        self.value = nn.Conv2d(channels, cv, 1)
-        self.out = nn.Conv2d(cv, channels, 1)
-        if residual:
-            for conv in (self.out_proj, self.out):
-                nn.init.zeros_(conv.weight)
-                nn.init.zeros_(conv.bias)
+        self.out_proj = nn.Conv2d(hidden, channels, 1) if hidden != channels else nn.Identity()
+        self.query = nn.Conv2d(hidden, ck, 1)          # theta
+        self.key = nn.Conv2d(channels, ck, 1)          # phi
+        self.value = nn.Conv2d(channels, cv, 1)        # g
+        self.out = nn.Conv2d(cv, channels, 1)          # W
 
     def forward(self, f: torch.Tensor, state: LocalState | None = None
                 ) -> tuple[torch.Tensor, LocalState]:
@@ -111,19 +94,13 @@ class EfficientLocalMemory(nn.Module):
         keys = [*prev_k, self.key(f)]
         values = [*prev_v, self.value(f)]
         # Non-local: every position of frame t attends over T x h x w local positions.
-        read = attention_read(self._ask(h, keys[-1]), torch.stack(keys, 1), torch.stack(values, 1))
+        read = attention_read(self.query(h), torch.stack(keys, 1), torch.stack(values, 1))
         out = self.out_proj(h) + self.out(read)
-        if self.residual:
-            out = out + f
         return out, LocalState(h=h, c=c, keys=keys, values=values)
 
-    def _ask(self, h: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-        """The read's query, B x C/4 x h x w, from h_t or the current frame's key."""
-        return key if self.query is None else self.query(h)
-
     def ask(self, state: LocalState) -> torch.Tensor:
-        """The query the frame `state` was made for read with."""
-        return self._ask(state.h, state.keys[-1])
+        """The query the frame `state` was made for read with, theta(h_t): B x C/4 x h x w."""
+        return self.query(state.h)
 
     def read_weights(self, state: LocalState) -> torch.Tensor:
         """The non-local read's attention of the frame `state` was made for, over the previous

@@ -25,11 +25,6 @@ def validate_config(exp: ExperimentConfig) -> None:
         (0 <= t.ema_decay < 1, f'train.ema_decay must be in [0, 1), got {t.ema_decay}'),
         (all(w >= 0 for w in t.part_weights) and (not t.part_weights or sum(t.part_weights) > 0),
          f'train.part_weights must be >= 0 and not all 0, got {t.part_weights}'),
-        (0 <= t.memory_gt_masks <= 1,
-         f'train.memory_gt_masks must be in [0, 1], got {t.memory_gt_masks}'),
-        (t.memory_gt_masks == 0 or exp.model.global_memory.mask_value,
-         f'train.memory_gt_masks {t.memory_gt_masks} needs model.global_memory.mask_value: '
-         'without predictions in the bank there is no stored prediction to replace'),
         (t.dice_weight >= 0, f'train.dice_weight must be >= 0, got {t.dice_weight}'),
         (t.amp_dtype in ('bf16', 'fp16'), f'train.amp_dtype {t.amp_dtype!r} not in bf16/fp16'),
         (t.log in ('csv', 'tensorboard'), f"train.log {t.log!r} not in ('csv', 'tensorboard')"),

@@ -33,8 +33,7 @@ def apply_overrides(exp: ExperimentConfig, args: argparse.Namespace) -> Experime
               'iters': ('train', 'iters_per_epoch'), 'batch_size': ('train', 'batch_size'),
               'lr': ('train', 'lr'), 'seed': ('train', 'seed'), 'log': ('train', 'log'),
               'val_frames': ('train', 'val_max_frames'), 'workers': ('data', 'num_workers'),
-              'clip_len': ('data', 'clip_len'), 'ema_decay': ('train', 'ema_decay'),
-              'memory_gt_masks': ('train', 'memory_gt_masks')}
+              'clip_len': ('data', 'clip_len'), 'ema_decay': ('train', 'ema_decay')}
     for arg, (section, key) in simple.items():
         value = getattr(args, arg, None)
         if value is not None:
@@ -46,14 +45,8 @@ def apply_overrides(exp: ExperimentConfig, args: argparse.Namespace) -> Experime
         exp.model.local_memory.enabled = False
     if args.no_global:
         exp.model.global_memory.enabled = False
-    if getattr(args, 'mask_value', False):
-        exp.model.global_memory.mask_value = True
-    if getattr(args, 'mask_value_init', None) is not None:
-        exp.model.global_memory.mask_value_init = args.mask_value_init
     if getattr(args, 'label_propagation', None) is not None:
         exp.model.label_propagation = args.label_propagation
-    if getattr(args, 'key_position', None) is not None:
-        exp.model.global_memory.key_position = args.key_position
     if args.no_amp:
         exp.train.amp = False
     if getattr(args, 'stages', None) is not None:
@@ -91,19 +84,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument('--log', default=None, choices=('csv', 'tensorboard'))
     p.add_argument('--no-local', action='store_true', help='build without the local memory')
     p.add_argument('--no-global', action='store_true', help='build without the global memory')
-    p.add_argument('--mask-value', action='store_true',
-                   help="global memory values also encode each memory frame's prediction "
-                        '(model.global_memory.mask_value)')
-    p.add_argument('--mask-value-init', default=None, choices=('zero', 'default'),
-                   help="with --mask-value: start the predictions' encoder at zero (the "
-                        "paper's reader, the default) or at PyTorch's init "
-                        '(model.global_memory.mask_value_init)')
-    p.add_argument('--key-position', type=int, default=None, metavar='F',
-                   help='Fourier frequencies per axis of a learnt position term in the global '
-                        'keys (model.global_memory.key_position; 0: none)')
-    p.add_argument('--memory-gt-masks', type=float, default=None, metavar='P',
-                   help='with --mask-value: share of training memory frames that store their '
-                        'ground-truth mask instead of the prediction (train.memory_gt_masks)')
     p.add_argument('--label-propagation', type=float, default=None, metavar='GAMMA',
                    help="train (and run) with label propagation's prior over the types "
                         '(model.label_propagation; 0: off)')

@@ -1,9 +1,9 @@
 """An exponential moving average of the weights, validated and saved in place of the raw ones.
 
 Short CPU runs on a few validation sequences pick their checkpoint from a val score that swings
-by 0.1-0.3 between epochs (issue 15): the chosen epoch is partly luck. Averaging the weights
-over the last few hundred steps smooths that out (as timm's ModelEma does); the optimizer keeps
-training the raw weights, which live on in the resume state.
+by 0.1-0.3 between epochs (the memory ablation's runs): the chosen epoch is partly luck.
+Averaging the weights over the last few hundred steps smooths that out (as timm's ModelEma
+does); the optimizer keeps training the raw weights, which live on in the resume state.
 """
 from __future__ import annotations
 

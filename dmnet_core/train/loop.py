@@ -86,18 +86,14 @@ log = logging.getLogger(__name__)
 class ClipForward(nn.Module):
     """`forward_clip` as a module's forward, so DistributedDataParallel sees the call."""
 
-    def __init__(self, model: nn.Module, memory_gt_masks: float = 0.0,
-                 label_propagation: float = 0.0) -> None:
+    def __init__(self, model: nn.Module, label_propagation: float = 0.0) -> None:
         super().__init__()
         self.model = model
-        self.memory_gt_masks = memory_gt_masks
         self.label_propagation = label_propagation
 
-    def forward(self, clip: torch.Tensor, global_frames: torch.Tensor | None,
-                global_masks: torch.Tensor | None = None) -> torch.Tensor:
-        from dmnet_core.train_wrapper import forward_clip
-        return forward_clip(self.model, clip, global_frames, global_masks,
-                            gt_share=self.memory_gt_masks,
+    def forward(self, clip: torch.Tensor, global_frames: torch.Tensor | None) -> torch.Tensor:
+        from dmnet_core.train.wrapper import forward_clip
+        return forward_clip(self.model, clip, global_frames,
                             label_propagation=self.label_propagation)
 
 
@@ -149,13 +145,11 @@ def _train_step(batch: dict, exp: ExperimentConfig, raw: nn.Module, net: nn.Modu
     # B x T x 3 x H x W uint8 -> normalised float; masks B x T x H x W.
     clip = normalize(batch['clip'].to(device, non_blocking=True), exp.model)
     masks = batch['masks'].to(device, non_blocking=True).long()
-    glob = glob_masks = None
+    glob = None
     if raw.use_global and 'global_frames' in batch and batch['global_frames'].numel():
         glob = normalize(batch['global_frames'].to(device, non_blocking=True), exp.model)
-        if t.memory_gt_masks > 0:
-            glob_masks = batch['global_masks'].to(device, non_blocking=True).long()
     with torch.autocast(device.type, dtype=amp.dtype, enabled=amp.enabled):
-        logits = net(clip, glob, glob_masks)                   # B x T x K x H x W
+        logits = net(clip, glob)                               # B x T x K x H x W
     flat = logits.flatten(0, 1).float()                        # BT x K x H x W
     target = masks.flatten(0, 1)
     if t.part_weights:
@@ -227,7 +221,7 @@ def train(exp: ExperimentConfig, resume: bool = False, *,
     torch.manual_seed(t.seed)
     # ImageNet weights only for a fresh start; a checkpoint or a resume brings its own.
     raw = build_model(exp.model, pretrained=meta is None and not t.init_checkpoint).to(device)
-    net: nn.Module = ClipForward(raw, t.memory_gt_masks, exp.model.label_propagation)
+    net: nn.Module = ClipForward(raw, exp.model.label_propagation)
     staged = len(plan.names) > 1
     if dist_info.world > 1:
         net = nn.parallel.DistributedDataParallel(

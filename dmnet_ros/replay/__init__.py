@@ -19,13 +19,13 @@ Latency = the harness's wall clock at mask receipt minus at frame publish (bag s
 the past). Counting: every frame sent ends up answered (a mask with its stamp arrived) or
 dropped; masks with a stamp that matches no frame sent are counted as unmatched.
 
-Modules: `options` (ReplayOptions, constants), `node_process` (the node as a child process),
+Modules: `options` (ReplayOptions, constants), `child_node` (the node as a child process),
 `ros_link` (the harness's rclpy node), `collect` (matching, scoring, --record-bag), `run` (one
 replay), `results` (the report dict, summary lines), `cli` (the command line).
 """
+from dmnet_ros.replay.child_node import NodeProcess
 from dmnet_ros.replay.cli import build_parser, main, options_from_args
 from dmnet_ros.replay.collect import Collector, OutputRecorder
-from dmnet_ros.replay.node_process import NodeProcess
 from dmnet_ros.replay.options import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,

@@ -11,8 +11,8 @@ import numpy as np
 from tqdm import tqdm
 
 from dmnet_ros import bag_io
+from dmnet_ros.replay.child_node import NodeProcess
 from dmnet_ros.replay.collect import Collector, OutputRecorder
-from dmnet_ros.replay.node_process import NodeProcess
 from dmnet_ros.replay.options import (
     LABELS_TOPIC,
     MAX_LOCKSTEP_MISSES,

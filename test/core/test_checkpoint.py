@@ -1,5 +1,6 @@
 """Checkpoints: safetensors + config round trip, named mismatches, refused pickles, convert."""
 import json
+import logging
 import pathlib
 
 import pytest
@@ -15,7 +16,7 @@ from dmnet_core.checkpoint import (
     save_checkpoint,
 )
 from dmnet_core.cli import main as dmnet_main
-from dmnet_core.config import ModelConfig, default_class_names, from_dict, save_yaml, to_dict
+from dmnet_core.config import ModelConfig, default_class_names, save_yaml, to_dict
 from dmnet_core.model import build_model
 
 
@@ -51,37 +52,6 @@ def test_round_trip_with_config_and_extra(tmp_path):
     assert cfg3 == cfg and not loaded.training
     for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert k == k2 and torch.equal(a, b), k
-
-
-def test_local_key_query_round_trips_and_old_configs_keep_the_paper_query(tmp_path):
-    cfg = tiny_config()
-    cfg.local_memory.query = 'key'
-    path = save_checkpoint(tmp_path / 'k.safetensors', tiny_model(cfg), cfg)
-    loaded, cfg2 = build_from_checkpoint(path)
-    assert cfg2.local_memory.query == 'key' and loaded.local_memory.query is None
-    # A config written before the option existed builds the paper's query from h_t.
-    old = to_dict(tiny_config())
-    del old['local_memory']['query']
-    assert from_dict(ModelConfig, old).local_memory.query == 'hidden'
-    cfg.local_memory.query = 'h'
-    with pytest.raises(ValueError, match="local_memory.query 'h' not in hidden/key"):
-        cfg.validate()
-
-
-def test_residual_local_memory_round_trips_and_old_configs_keep_the_papers_elm(tmp_path):
-    cfg = tiny_config()
-    cfg.local_memory.residual = True
-    model = tiny_model(cfg)
-    with torch.no_grad():
-        model.local_memory.out.weight.fill_(0.5)      # trained weights, not the zero start
-    path = save_checkpoint(tmp_path / 'r.safetensors', model, cfg)
-    loaded, cfg2 = build_from_checkpoint(path)
-    assert cfg2.local_memory.residual and loaded.local_memory.residual
-    assert torch.equal(loaded.local_memory.out.weight, model.local_memory.out.weight)
-    old = to_dict(tiny_config())
-    del old['local_memory']['residual'], old['local_memory']['vote_radius']
-    assert from_dict(ModelConfig, old).local_memory.residual is False
-    assert from_dict(ModelConfig, old).local_memory.vote_radius == -1     # the trained vote
 
 
 def test_half_storage_loads_back_as_float32(tmp_path):
@@ -186,3 +156,74 @@ def test_convert_reports_a_mismatch_without_traceback(tmp_path, capsys):
                        '--out', str(tmp_path / 'o.safetensors')])
     assert code == 2
     assert 'shape mismatches' in capsys.readouterr().err
+
+
+# Options retired after the memory ablation, each at its "off" value and at another value.
+RETIRED = [('local_memory', 'query', 'hidden', 'key'),
+           ('local_memory', 'residual', False, True),
+           ('global_memory', 'mask_value', False, True),
+           ('global_memory', 'mask_value_init', 'zero', 'default'),
+           ('global_memory', 'key_position', 0, 2)]
+
+
+def _with_metadata_config(src, dst, edit) -> pathlib.Path:
+    """A copy of checkpoint `src` whose stored model_config is edited by `edit(dict)`."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    with safe_open(str(src), framework='pt') as f:
+        meta = dict(f.metadata())
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    data = json.loads(meta['model_config'])
+    edit(data)
+    meta['model_config'] = json.dumps(data)
+    save_file(state, str(dst), metadata=meta)
+    return dst
+
+
+@pytest.mark.parametrize('section,key,off,on', RETIRED)
+def test_a_retired_option_at_its_off_value_is_dropped(tmp_path, caplog, section, key, off, on):
+    cfg = tiny_config()
+    model = tiny_model(cfg)
+    src = save_checkpoint(tmp_path / 'm.safetensors', model, cfg)
+    old = _with_metadata_config(src, tmp_path / 'old.safetensors',
+                                lambda d: d[section].__setitem__(key, off))
+    with caplog.at_level(logging.DEBUG, logger='dmnet_core.config'):
+        loaded, cfg2 = build_from_checkpoint(old)
+    assert cfg2 == cfg
+    assert f'{section}.{key}: dropped the retired option' in caplog.text
+    for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(a, b), k
+
+
+@pytest.mark.parametrize('section,key,off,on', RETIRED)
+def test_a_retired_option_set_on_is_an_error_naming_it(tmp_path, section, key, off, on):
+    cfg = tiny_config()
+    src = save_checkpoint(tmp_path / 'm.safetensors', tiny_model(cfg), cfg)
+    bad = _with_metadata_config(src, tmp_path / 'bad.safetensors',
+                                lambda d: d[section].__setitem__(key, on))
+    with pytest.raises(ValueError, match=rf'{section}\.{key}: .* is a retired option'):
+        load_checkpoint(bad)
+
+
+def test_retired_training_option_in_a_run_config(tmp_path):
+    """A run's config.yaml from before the clean-up: memory_gt_masks 0 loads, 0.5 does not."""
+    from dmnet_core.config import ExperimentConfig, load_yaml
+    path = tmp_path / 'config.yaml'
+    path.write_text('train:\n  memory_gt_masks: 0\nmodel:\n  global_memory:\n'
+                    '    mask_value: false\n    key_position: 0\n')
+    assert load_yaml(path, ExperimentConfig) == ExperimentConfig()
+    path.write_text('train:\n  memory_gt_masks: 0.5\n')
+    with pytest.raises(ValueError, match=r'train\.memory_gt_masks: 0\.5 is a retired option'):
+        load_yaml(path, ExperimentConfig)
+    # A bool is not a number here: `residual: 0` is not the off value False.
+    path.write_text('model:\n  local_memory:\n    residual: 0\n')
+    with pytest.raises(ValueError, match='model.local_memory.residual'):
+        load_yaml(path, ExperimentConfig)
+
+
+def test_shipped_checkpoints_load_after_the_retirement():
+    """type.safetensors stores every retired option at its off value: dropped, then built."""
+    from dmnet_core.checkpoint import SHIPPED_CHECKPOINTS
+    for task, path in SHIPPED_CHECKPOINTS.items():
+        _, cfg = build_from_checkpoint(path)
+        assert cfg.task == task

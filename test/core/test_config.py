@@ -65,22 +65,6 @@ def test_class_names_per_task():
         default_class_names('type', 'nope')
 
 
-@pytest.mark.parametrize('name', sorted(p.stem for p in CONFIG_DIR.glob('train_*.yaml'))
-                         + ['ablation_type'])
-def test_committed_recipes_load_and_validate(name):
-    exp = load_yaml(CONFIG_DIR / f'{name}.yaml', ExperimentConfig)
-    exp.model.validate()
-
-
-def test_binary_stage2_recipe_continues_the_stage1_model():
-    # Stage 2 starts from stage 1's weights (--init), so its model section must be stage 1's.
-    stage1 = load_yaml(CONFIG_DIR / 'train_synth_binary.yaml', ExperimentConfig)
-    stage2 = load_yaml(CONFIG_DIR / 'train_synth_binary_long.yaml', ExperimentConfig)
-    assert stage2.model == stage1.model
-    assert stage2.data.root != stage1.data.root
-    assert stage2.train.out_dir != stage1.train.out_dir
-
-
 def test_base_file_is_merged_under_the_stage(tmp_path):
     (tmp_path / 'stage1.yaml').write_text(
         'model:\n  task: parts\n  global_memory: {capacity: 7, n_read: 2}\n'
@@ -107,80 +91,37 @@ def test_base_errors_name_the_file(tmp_path):
         load_yaml(tmp_path / 'd.yaml', ExperimentConfig)
 
 
-def test_stage_recipes_change_only_data_and_schedule():
-    # Each later stage continues its base's weights (--init), so its model must be the base's.
-    for stage, base in [('train_synth_binary_s3', 'train_synth_binary_long'),
-                        ('train_synth_binary_v3', 'train_synth_binary_long'),
-                        ('train_synth_parts_long', 'train_synth_parts')]:
-        a = load_yaml(CONFIG_DIR / f'{stage}.yaml', ExperimentConfig)
-        b = load_yaml(CONFIG_DIR / f'{base}.yaml', ExperimentConfig)
-        assert a.model == b.model and a.data.augmentation == b.data.augmentation
-        assert a.train.out_dir != b.train.out_dir
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPES = sorted((REPO / 'recipes').rglob('*.yaml'))
 
 
-def test_hires_ablation_differs_only_in_scale():
-    # The 256x320 ablation must stay the 128x160 one but for where pixels come from: training
-    # windows of 128x160 at the rendered scale, whole frames at inference.
-    hi = load_yaml(CONFIG_DIR / 'ablation_type_hires.yaml', ExperimentConfig)
-    lo = load_yaml(CONFIG_DIR / 'ablation_type.yaml', ExperimentConfig)
-    assert hi.model.input_size == [256, 320] and lo.model.input_size == [128, 160]
-    assert hi.data.crop == lo.data.crop == [128, 160]
-    # The same 1-1.5x magnification of the rendered frame: zoom range scaled by 256/128.
-    assert [s * 128 / 256 for s in hi.data.augmentation.scale] == lo.data.augmentation.scale
-    hi.model.input_size = lo.model.input_size
-    hi.data.augmentation.scale = lo.data.augmentation.scale
-    hi.data.root, hi.train.out_dir = lo.data.root, lo.train.out_dir     # its own 256x320 set
-    assert hi == lo
+@pytest.mark.parametrize('path', RECIPES, ids=lambda p: str(p.relative_to(REPO)))
+def test_recipes_load_and_validate(path):
+    exp = load_yaml(path, ExperimentConfig)
+    exp.model.validate()
 
 
-def test_jaw_pretrained_ablation_differs_only_in_its_encoder_start():
-    # Item 17's recipe: the same ablation, the encoder started from the jaw-patch classifier.
-    jaw = load_yaml(CONFIG_DIR / 'ablation_type_jawpre.yaml', ExperimentConfig)
-    base = load_yaml(CONFIG_DIR / 'ablation_type.yaml', ExperimentConfig)
-    assert base.model.encoder.weights is None
-    assert jaw.model.encoder.weights == 'runs/probe/jaw_mnv2.safetensors'
-    assert jaw.model.encoder.name == base.model.encoder.name == 'mobilenet_v2'
-    jaw.model.encoder.weights, jaw.train.out_dir = None, base.train.out_dir
-    assert jaw == base
+def test_every_config_and_recipe_file_is_used():
+    """config/ holds what the node installs; recipes/ what a shipped model or a documented
+    example was trained with. Every file there is named where it is used."""
+    from dmnet_core.checkpoint import SHIPPED_CHECKPOINTS, SHIPPED_RECIPES
 
-
-@pytest.mark.parametrize('name,base_name', [('train_synth_binary_effl0', 'train_synth_binary'),
-                                              ('ablation_type_lite0', 'ablation_type')])
-def test_pretrained_lite0_recipes_differ_only_in_their_encoder(name, base_name):
-    # The A/B of README's "pretrained encoder" (the shipped binary model, ablation item 18): the
-    # base recipe's data, crops, augmentation and schedule, only the encoder (and the input
-    # scaling its ImageNet weights expect) changed.
-    lite = load_yaml(CONFIG_DIR / f'{name}.yaml', ExperimentConfig)
-    base = load_yaml(CONFIG_DIR / f'{base_name}.yaml', ExperimentConfig)
-    assert lite.model.encoder.name == 'efficientnet_lite0'
-    assert lite.model.encoder.weights == 'imagenet'
-    # TensorFlow's (x - 127) / 128 on 0-255 pixels, as mean / std on 0-1 pixels.
-    assert all(abs(m * 255 - 127) < 0.5 and abs(s * 255 - 128) < 0.5
-               for m, s in zip(lite.model.mean, lite.model.std))
-    lite.model.encoder, lite.model.mean, lite.model.std = (base.model.encoder, base.model.mean,
-                                                           base.model.std)
-    lite.train.out_dir = base.train.out_dir
-    assert lite == base
-
-
-def test_jaw_weighted_ablation_differs_only_in_its_part_weights():
-    # README ablation item 19: the Lite0 recipe with the clasper weighed in the loss, nothing else.
-    jaws = load_yaml(CONFIG_DIR / 'ablation_type_lite0_jaws.yaml', ExperimentConfig)
-    lite = load_yaml(CONFIG_DIR / 'ablation_type_lite0.yaml', ExperimentConfig)
-    assert lite.train.part_weights == []
-    assert jaws.train.part_weights == [1.0, 1.0, 1.0, 7.0]
-    jaws.train.part_weights, jaws.train.out_dir = [], lite.train.out_dir
-    assert jaws == lite
-
-
-@pytest.mark.parametrize('name,field,value', [('ablation_type_lite0_jaws_keyq', 'query', 'key'),
-                                              ('ablation_type_lite0_jaws_res', 'residual', True)])
-def test_local_memory_variants_differ_from_the_committed_recipe_only_there(name, field, value):
-    # README ablation items 28-29: one local-memory option changed, the recipe otherwise the same.
-    variant = load_yaml(CONFIG_DIR / f'{name}.yaml', ExperimentConfig)
-    committed = load_yaml(CONFIG_DIR / 'ablation_type_lite0_jaws.yaml', ExperimentConfig)
-    variant.model.validate()
-    assert getattr(variant.model.local_memory, field) == value
-    assert getattr(committed.model.local_memory, field) != value
-    setattr(variant.model.local_memory, field, getattr(committed.model.local_memory, field))
-    assert variant == committed
+    users = [REPO / 'README.md', REPO / 'launch' / 'segment.launch.py',
+             REPO / 'recipes' / 'README.md',
+             *sorted((REPO / 'docs').glob('*.md')),
+             *(p.with_suffix('.yaml') for p in SHIPPED_CHECKPOINTS.values())]
+    text = '\n'.join(p.read_text() for p in users if p.is_file())
+    files = [p for p in (REPO / 'config').iterdir()] + RECIPES
+    assert files
+    for path in files:
+        rel = path.relative_to(REPO).as_posix()
+        names = ([path.name] if path.parent.name == 'config'
+                 else [rel, path.relative_to(REPO / 'recipes').as_posix()])
+        assert any(n in text for n in names), (
+            f'{rel} is used by no shipped model and no documented example')
+    assert sorted(p.name for p in (REPO / 'config').iterdir()) == [
+        'dmnet.yaml', 'fastdds_large_frames.xml']
+    for task, recipe in SHIPPED_RECIPES.items():
+        assert (REPO / recipe).is_file()
+        assert recipe in SHIPPED_CHECKPOINTS[task].with_suffix('.yaml').read_text()

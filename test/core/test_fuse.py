@@ -7,7 +7,7 @@ from torch import nn
 from dmnet_core.model import build_model, init_batchnorm_stats
 from dmnet_core.model.decoder import SeparableMaxPool2d
 from dmnet_core.model.fuse import fold_batchnorm
-from dmnet_core.train_wrapper import forward_clip
+from dmnet_core.train.wrapper import forward_clip
 
 
 @pytest.mark.parametrize('channels_last', [False, True])

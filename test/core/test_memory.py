@@ -56,52 +56,6 @@ def test_elm_window_is_bounded(window):
     assert len(state.keys) == len(state.values) == window
 
 
-def test_elm_key_query_asks_with_the_frames_own_key():
-    """query='key': no query weights; the read asks with phi(f_t), so where it looks in the
-    window depends on the frames alone, not on the ConvLSTM state ('hidden' depends on both)."""
-    torch.manual_seed(0)
-    elm = EfficientLocalMemory(16, 8, 3, query='key')
-    assert elm.query is None
-    assert sum(p.numel() for p in elm.parameters()) < sum(
-        p.numel() for p in EfficientLocalMemory(16, 8, 3).parameters())
-    a, b = torch.randn(1, 16, 2, 3) * 3, torch.randn(1, 16, 2, 3) * 3
-    _, state = elm(a)
-    _, state = elm(b, state)
-    out, state = elm(a, state)
-    assert out.shape == (1, 16, 2, 3)
-    torch.testing.assert_close(elm.ask(state), elm.key(a))
-    hidden = EfficientLocalMemory(16, 8, 3)
-    _, hstate = hidden(a)
-    _, hstate = hidden(b, hstate)
-    _, hstate = hidden(a, hstate)
-    for module, st in ((elm, state), (hidden, hstate)):
-        other = type(st)(h=torch.randn_like(st.h), c=st.c, keys=st.keys, values=st.values)
-        same = torch.allclose(module.read_weights(st), module.read_weights(other))
-        assert same == (module is elm)
-    with pytest.raises(ValueError, match="query 'x' not in"):
-        EfficientLocalMemory(16, 8, 3, query='x')
-
-
-@pytest.mark.parametrize('hidden', [8, 16])
-def test_residual_elm_starts_as_the_identity(hidden):
-    """residual=True: P and W start at zero, so a fresh ELM passes every frame through exactly,
-    also where Hd == C (P is then a convolution, not the paper's identity)."""
-    torch.manual_seed(0)
-    elm = EfficientLocalMemory(16, hidden, 3, residual=True)
-    paper = EfficientLocalMemory(16, hidden, 3)
-    assert isinstance(elm.out_proj, torch.nn.Conv2d)
-    state = pstate = None
-    for _ in range(4):
-        f = torch.randn(1, 16, 2, 3)
-        out, state = elm(f, state)
-        pout, pstate = paper(f, pstate)
-        assert torch.equal(out, f)
-        assert not torch.allclose(pout, f)
-    with torch.no_grad():
-        elm.out.weight.normal_()
-    assert not torch.allclose(elm(f, state)[0], f)
-
-
 def test_local_vote_radius_keeps_the_near_cells_and_the_rows_total():
     """vote_radius r >= 0: label propagation's local vote keeps, in each previous frame, only the
     cells within r (Chebyshev) of the query cell, rescaled to what the read took from the past;

@@ -8,13 +8,7 @@ import torchvision
 
 from dmnet_core.config import ModelConfig, default_class_names
 from dmnet_core.model import DMNet, build_model, init_batchnorm_stats, normalize
-from dmnet_core.model.global_memory import (
-    GlobalMemoryReader,
-    attention_read,
-    mask_logits,
-    position_features,
-)
-from dmnet_core.train_wrapper import forward_clip
+from dmnet_core.train.wrapper import forward_clip
 
 H, W = 64, 96
 
@@ -67,9 +61,7 @@ def test_shapes_per_backbone_and_fusion(encoder, fusion):
     assert len(state.keys) == 1
 
 
-@pytest.mark.parametrize('fusion,memory', [('tandem', {}), ('additive', {}),
-                                           ('tandem', {'mask_value': True}),
-                                           ('tandem', {'mask_value': True, 'key_position': 2})])
+@pytest.mark.parametrize('fusion,memory', [('tandem', {}), ('additive', {})])
 def test_gradient_reaches_every_parameter(fusion, memory):
     torch.manual_seed(0)
     cfg = tiny_models.tiny_config(H, W, memory, fusion=fusion)
@@ -141,38 +133,6 @@ def test_switched_off_memories_match_a_backbone_with_the_same_weights():
         backbone.set_memory_enabled(local=True)
 
 
-def test_a_fresh_residual_local_memory_starts_as_the_single_frame_network():
-    """local_memory.residual: a local-only model on a single-frame network's weights gives that
-    network's logits on every frame until its output convolutions move; the paper's ELM does
-    not. The loss reaches those convolutions from the first step."""
-    def local_only(residual: bool) -> DMNet:
-        cfg = tiny_config()
-        cfg.global_memory.enabled = False
-        cfg.local_memory.residual = residual
-        torch.manual_seed(1)
-        model = build_model(cfg).eval()
-        model.load_state_dict({**model.state_dict(), **shared})
-        return model
-
-    off = tiny_config()
-    off.local_memory.enabled = False
-    off.global_memory.enabled = False
-    backbone = tiny_model(off)
-    shared = backbone.state_dict()
-    residual, paper = local_only(True), local_only(False)
-    x = clip(t=3)
-    with torch.no_grad():
-        ref = forward_clip(backbone, x)
-        assert torch.equal(forward_clip(residual, x), ref)
-        assert not torch.allclose(forward_clip(paper, x), ref, atol=1e-3)
-    forward_clip(residual, x).square().mean().backward()
-    elm = residual.local_memory
-    assert elm.out_proj.weight.grad.abs().sum() > 0 and elm.out.weight.grad.abs().sum() > 0
-    with torch.no_grad():
-        elm.out_proj.weight.normal_(std=0.1)
-        assert not torch.allclose(forward_clip(residual, x), ref, atol=1e-3)
-
-
 def test_global_frames_change_the_output_only_when_global_memory_is_on():
     model = tiny_model()
     x, g1, g2 = clip(t=2), clip(t=2, seed=1), clip(t=2, seed=2)
@@ -234,125 +194,3 @@ def test_normalize_layouts_and_values():
     with pytest.raises(ValueError, match='uint8 or float'):
         normalize(torch.zeros(3, 4, 5, dtype=torch.int32), cfg)
 
-
-def mask_value_model(seed: int = 0) -> DMNet:
-    """A tiny DMNet whose memory values encode predictions, its mask encoder made non-zero."""
-    model = tiny_model(tiny_models.tiny_config(H, W, {'mask_value': True}), seed)
-    with torch.no_grad():
-        model.global_memory.mask.weight.normal_(0, 1.0)
-    return model.eval()
-
-
-def test_mask_value_starts_as_the_paper_and_then_stores_the_prediction():
-    fresh = tiny_model(tiny_models.tiny_config(H, W, {'mask_value': True})).eval()
-    assert fresh.global_mask_value and not tiny_model().global_mask_value
-    warm = tiny_model(tiny_models.tiny_config(H, W, {'mask_value': True,
-                                                     'mask_value_init': 'default'}))
-    assert warm.global_memory.mask.weight.abs().min() > 0      # counts from the first step
-    with pytest.raises(ValueError, match='mask_value_init .hot. not in zero/default'):
-        build_model(tiny_models.tiny_config(H, W, {'mask_value': True, 'mask_value_init': 'hot'}))
-    with torch.no_grad():
-        skips, f32 = fresh.encode(clip(t=1)[:, 0])
-        logits, _ = fresh.step(skips, f32)
-        # Zero-initialised: a fresh reader's values are the paper's (features only).
-        k0, v0 = fresh.global_key_value(f32)
-        k1, v1 = fresh.global_key_value(f32, logits)
-        assert torch.equal(k0, k1) and torch.equal(v0, v1)
-        model = mask_value_model()
-        k0, v0 = model.global_key_value(f32)
-        k1, v1 = model.global_key_value(f32, logits)
-        k2, v2 = model.global_key_value(f32, -logits)
-    assert torch.equal(k0, k1) and torch.equal(k1, k2)     # keys match features only
-    assert not torch.allclose(v0, v1) and not torch.allclose(v1, v2)
-
-
-def test_forward_clip_stores_each_global_frames_own_prediction():
-    """In training, a memory frame's value encodes what the network predicts for it alone."""
-    model = mask_value_model()
-    x, glob = clip(t=2, seed=3), clip(t=2, seed=4)
-    with torch.no_grad():
-        ref = forward_clip(model, x, glob)
-        kvs = []
-        for g in range(2):
-            skips, f32 = model.encode(glob[:, g])
-            logits, _ = model.step(skips, f32)
-            kvs.append(model.global_key_value(f32, logits))
-        mem_k = torch.stack([k for k, _ in kvs], 1)
-        mem_v = torch.stack([v for _, v in kvs], 1)
-        state = None
-        for t in range(2):
-            skips, f32 = model.encode(x[:, t])
-            logits, state = model.step(skips, f32, state, mem_k, mem_v)
-            logits = F.interpolate(logits, size=(H, W), mode='bilinear', align_corners=False)
-            assert torch.allclose(logits, ref[:, t], atol=1e-4)
-        # Features-only values give another answer: the stored predictions are read.
-        plain_v = torch.stack([model.global_key_value(model.encode(glob[:, g])[1])[1]
-                               for g in range(2)], 1)
-        skips, f32 = model.encode(x[:, 0])
-        other, _ = model.step(skips, f32, None, mem_k, plain_v)
-    other = F.interpolate(other, size=(H, W), mode='bilinear', align_corners=False)
-    assert not torch.allclose(other, ref[:, 0], atol=1e-4)
-
-
-def test_mask_logits_give_each_classes_area_share():
-    masks = torch.tensor([[[0, 0, 1, 1], [0, 2, 1, 255]]])           # 1 x 2 x 4, one ignored
-    shares = torch.softmax(mask_logits(masks, 3, (1, 2)), dim=1)[0, :, 0]   # K x 2 cells
-    torch.testing.assert_close(shares[:, 0], torch.tensor([0.75, 0.0, 0.25]), atol=1e-5, rtol=0)
-    # The right cell: three pixels of class 1 and one ignored, which counts as no class.
-    torch.testing.assert_close(shares[:, 1], torch.tensor([0.0, 1.0, 0.0]), atol=1e-5, rtol=0)
-    raw = mask_logits(masks, 3, (1, 2)).exp()[0, :, 0, 1]
-    torch.testing.assert_close(raw.sum(), torch.tensor(0.75), atol=1e-4, rtol=0)
-
-
-def test_forward_clip_teacher_forcing_stores_the_ground_truth():
-    """gt_share 1 stores each memory frame's mask instead of its prediction; 0 never does."""
-    model = mask_value_model()
-    x, glob = clip(t=2, seed=3), clip(t=2, seed=4)
-    k = model.num_classes
-    g = torch.Generator().manual_seed(5)
-    masks = torch.randint(0, k, (1, 2, H, W), generator=g)
-    other = (masks + 1) % k
-    with torch.no_grad():
-        own = forward_clip(model, x, glob)
-        assert torch.equal(forward_clip(model, x, glob, masks, gt_share=0.0), own)
-        taught = forward_clip(model, x, glob, masks, gt_share=1.0)
-        # The memory frames' values, built by hand from the masks' area shares per cell.
-        kvs = []
-        for i in range(2):
-            _, f32 = model.encode(glob[:, i])
-            onehot = F.one_hot(masks[:, i], k).permute(0, 3, 1, 2).float()
-            logits = torch.log(F.adaptive_avg_pool2d(onehot, (H // 4, W // 4)) + 1e-6)
-            kvs.append(model.global_key_value(f32, logits))
-        mem_k = torch.stack([kk for kk, _ in kvs], 1)
-        mem_v = torch.stack([v for _, v in kvs], 1)
-        skips, f32 = model.encode(x[:, 0])
-        ref, _ = model.step(skips, f32, None, mem_k, mem_v)
-        ref = F.interpolate(ref, size=(H, W), mode='bilinear', align_corners=False)
-        moved = forward_clip(model, x, glob, other, gt_share=1.0)
-    assert torch.allclose(taught[:, 0], ref, atol=1e-4)
-    assert not torch.allclose(taught, own, atol=1e-4)
-    assert not torch.allclose(taught, moved, atol=1e-4)    # the read follows the masks
-
-
-def test_position_keys_let_a_read_find_the_same_place():
-    """With features alike everywhere, only the position term can tell cells apart."""
-    torch.manual_seed(0)
-    f = torch.ones(1, 8, 4, 5)                       # look-alike features in every cell
-    plain = GlobalMemoryReader(8, 16, 4)
-    placed = GlobalMemoryReader(8, 16, 4, key_position=3)
-    with torch.no_grad():
-        placed.key.weight.zero_()                    # keys from features carry nothing
-        placed.key.bias.zero_()
-        placed.key_pos.weight.zero_()
-        placed.key_pos.weight[:12, :, 0, 0] = 4 * torch.eye(12)
-        pe = position_features((4, 5), 3)
-        assert pe.shape == (1, 12, 4, 5)
-        k = placed.key_value(f)[0]
-        onehot = torch.eye(20).reshape(1, 1, 20, 4, 5)     # value = which cell it came from
-        read = attention_read(k, k.unsqueeze(1), onehot).flatten(2)[0]   # 20 cells x 20 queries
-        assert torch.equal(read.argmax(0), torch.arange(20))
-        # Without the position term, interior cells of a uniform frame get identical keys.
-        k0 = plain.key_value(f)[0]
-        assert torch.allclose(k0[..., 1, 1], k0[..., 2, 3])
-    with pytest.raises(ValueError, match='key_position'):
-        build_model(tiny_models.tiny_config(H, W, {'key_position': -1}))

@@ -11,7 +11,7 @@ from dmnet_core.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
 from dmnet_core.config import ModelConfig
 from dmnet_core.model import build_model, init_batchnorm_stats, normalize
 from dmnet_core.segmenter import resolve_device
-from dmnet_core.train_wrapper import forward_clip
+from dmnet_core.train.wrapper import forward_clip
 
 H, W = 64, 64
 
@@ -104,9 +104,9 @@ def test_bank_is_bounded_over_500_frames_and_caches_keys():
     calls = []
     original = seg.model.global_key_value
 
-    def counting(f32, logits=None):
+    def counting(f32):
         calls.append(1)
-        return original(f32, logits)
+        return original(f32)
 
     seg.model.global_key_value = counting
     img = frames(4)
@@ -145,10 +145,9 @@ def test_frame_by_frame_equals_the_whole_clip():
     assert np.allclose(probs, ref, atol=1e-4)
 
 
-@pytest.mark.parametrize('memory', [{}, {'key_position': 2}])
-def test_frame_by_frame_equals_clip_with_global_frames(memory):
+def test_frame_by_frame_equals_clip_with_global_frames():
     """forward_clip's batched global read equals the stage methods applied one frame at a time."""
-    cfg = tiny_config(**memory)
+    cfg = tiny_config()
     seg = tiny_segmenter(cfg)
     model = seg.model
     clip = normalize(np.stack(frames(3, seed=4)), cfg).unsqueeze(0)
@@ -315,44 +314,3 @@ def test_failed_compile_falls_back_to_eager(monkeypatch):
     f = frames(1, seed=2)[0]
     assert np.array_equal(seg.step(f, return_probs=True)[1], ref.step(f, return_probs=True)[1])
 
-
-def test_mask_value_bank_holds_each_frames_prediction(tmp_path):
-    """The Segmenter stores a frame's value with its own prediction; checkpoints keep the switch."""
-    cfg = tiny_config(mask_value=True, **ADMIT_ALL)
-    model = tiny_model(cfg)
-    with torch.no_grad():
-        model.global_memory.mask.weight.normal_(0, 1.0)
-    path = save_checkpoint(tmp_path / 'mv.safetensors', model, cfg)
-    seg = load_segmenter(path, device='cpu')
-    assert seg.model.global_mask_value and seg.config.global_memory.mask_value
-    img = frames(1, seed=7)[0]
-    seg.step(img)
-    assert seg.memory_size == 1
-    entry = seg.bank.entries[0]
-    with torch.no_grad():
-        skips, f32 = seg.model.encode(normalize(img[None], cfg))
-        logits, _ = seg.model.step(skips, f32)
-        _, with_pred = seg.model.global_key_value(f32, logits)
-        _, features_only = seg.model.global_key_value(f32)
-    assert torch.allclose(entry.value, with_pred, atol=1e-4)
-    assert not torch.allclose(entry.value, features_only, atol=1e-3)
-    # Shipped checkpoints predate the switch: features only, as in the paper.
-    assert not load_segmenter(device='cpu').model.global_mask_value
-
-
-def test_position_keys_survive_the_checkpoint_and_reach_the_bank(tmp_path):
-    """A model with position keys reloads as one, and its stored keys carry the position term."""
-    cfg = tiny_config(key_position=2, **ADMIT_ALL)
-    model = tiny_model(cfg)
-    path = save_checkpoint(tmp_path / 'pos.safetensors', model, cfg)
-    seg = load_segmenter(path, device='cpu')
-    assert seg.config.global_memory.key_position == 2
-    img = frames(1, seed=8)[0]
-    seg.step(img)
-    key = seg.bank.entries[0].key
-    with torch.no_grad():
-        f32 = seg.model.encode(normalize(img[None], cfg))[1]
-        reader = seg.model.global_memory
-        assert torch.allclose(key, reader.key_value(f32)[0], atol=1e-4)
-        assert not torch.allclose(key, reader.key(f32), atol=1e-3)    # position term added
-    assert load_segmenter(device='cpu').config.global_memory.key_position == 0

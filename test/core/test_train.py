@@ -162,39 +162,6 @@ def test_ctrl_c_saves_state_and_exits_130(data, tmp_path, monkeypatch, capsys) -
     assert [(r['epoch'], r['step']) for r in read_log(out / 'val_log.csv')] == [(1, 2), (2, 4)]
 
 
-def test_memory_extension_flags_reach_the_checkpoint(data, tmp_path) -> None:
-    """--mask-value and --key-position build (and save) the extended global reader."""
-    out = tmp_path / 'mvpos'
-    rc = main(['train', '--config', str(_yaml(tmp_path, data)), '--out', str(out),
-               '--mask-value', '--key-position', '2', '--mask-value-init', 'default',
-               '--epochs', '1', '--iters', '1'])
-    assert rc == 0
-    cfg, state, _ = load_checkpoint(out / 'best.safetensors')
-    assert cfg.global_memory.mask_value and cfg.global_memory.key_position == 2
-    assert cfg.global_memory.mask_value_init == 'default'
-    assert state['global_memory.key_pos.weight'].shape[1] == 8      # 4 x 2 Fourier channels
-
-
-def test_memory_gt_masks_trains_and_is_checked(data, tmp_path, capsys) -> None:
-    """Teacher forcing changes what the predictions pathway learns; it needs --mask-value."""
-    def run(out: str, share: float) -> dict:
-        exp = _exp(data, tmp_path / out, memory_gt_masks=share)
-        exp.model.global_memory.mask_value = True
-        return train(exp)
-
-    own, gt = run('own', 0.0), run('gt', 1.0)
-    # The zero-initialised mask encoder makes the first step the same; what it learns differs.
-    assert own['losses'][0] == pytest.approx(gt['losses'][0], rel=1e-6)
-    assert own['losses'][-1] != pytest.approx(gt['losses'][-1], rel=1e-6)
-    assert load_yaml(tmp_path / 'gt' / 'config.yaml', ExperimentConfig).train.memory_gt_masks == 1
-    cfg = str(_yaml(tmp_path, data))
-    base = ['train', '--config', cfg, '--out', str(tmp_path / 'bad'), '--memory-gt-masks']
-    assert main(base + ['1.5', '--mask-value']) == 2
-    assert 'train.memory_gt_masks must be in [0, 1], got 1.5' in capsys.readouterr().err
-    assert main(base + ['0.5']) == 2
-    assert 'needs model.global_memory.mask_value' in capsys.readouterr().err
-
-
 def test_fine_tune_from_checkpoint(data, straight, tmp_path) -> None:
     """--init starts from the given weights with their config; memories off are dropped."""
     start = Path(straight['out_dir']) / 'last.safetensors'

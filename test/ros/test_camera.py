@@ -1,4 +1,4 @@
-"""Issue 13: the node fed by a camera in another process, as a ROS 2 user runs it.
+"""The node fed by a camera in another process, as a ROS 2 user runs it.
 
 Two node processes serve the module: `/dmnet` with default parameters (only `device:=cpu` and
 the remap, as README says to start it) and `/left/dmnet` in the `/left` namespace with

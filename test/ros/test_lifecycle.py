@@ -1,4 +1,4 @@
-"""Issue 16: a node a robot system can supervise (lifecycle, responsive services, clean stops).
+"""A node a robot system can supervise (lifecycle, responsive services, clean stops).
 
 Each test runs real node processes on its own DDS domain. The slow steps come from the
 `debug.step_delay_s` TEST HOOK (a step that sleeps, on any machine); no test asserts a duration:

@@ -1,4 +1,4 @@
-"""The dmnet node in its own process, driven over real DDS by a test node (issue 5).
+"""The dmnet node in its own process, driven over real DDS by a test node.
 
 One node process serves the whole module (start-up costs a torch import); every test gets a
 fresh rclpy Context. Frames are 64 x 80, the model runs at 64 x 64 on the CPU.

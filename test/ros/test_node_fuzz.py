@@ -1,4 +1,4 @@
-"""Issue 8 for the node: input fuzzing, model faults, parameter validation, start-up errors.
+"""The node under stress: input fuzzing, model faults, parameter validation, start-up errors.
 
 The fuzz run is bounded (FUZZ_COUNT messages, a fixed seed, bursts at 10x the normal rate) and
 checks the accounting contract: the node stays alive, every valid frame is answered or counted

@@ -74,12 +74,16 @@ def test_memory_overrides_and_inference_size():
     assert mem == node_params.MEMORY_DEFAULTS           # enabled=true: the checkpoint's own
     values['memory.global_enabled'] = False
     assert node_params.memory_overrides(values)['global_enabled'] is False
-    assert 'label_propagation' not in mem               # -1: the checkpoint's own
+    assert 'label_propagation' not in mem               # 'checkpoint': the checkpoint's own
     values['memory.label_propagation'] = 0.0
     assert node_params.memory_overrides(values)['label_propagation'] == 0.0
-    assert 'local_vote_radius' not in mem               # -2: the checkpoint's own
+    values['memory.label_propagation'] = 2                # an integer weight is a number too
+    assert node_params.memory_overrides(values)['label_propagation'] == 2.0
+    assert 'local_vote_radius' not in mem               # 'checkpoint': the checkpoint's own
     values['memory.local_vote_radius'] = 0
     assert node_params.memory_overrides(values)['local_vote_radius'] == 0
+    values['memory.local_vote_radius'] = 'all'          # every cell: the Segmenter's -1
+    assert node_params.memory_overrides(values)['local_vote_radius'] == -1
     assert node_params.inference_size(values) is None
     values['inference_size'] = [64, 96]
     assert node_params.inference_size(values) == (64, 96)
@@ -225,3 +229,37 @@ def test_frequency_status_follows_diagnostic_updater():
     assert f.level == d.ERROR and f.message == 'No events recorded.'
     f = d.frequency_status(_diag_values(input_rate_hz=0.0, publishers=0), cfg, 'n', 'h', 5.0)
     assert f.level == d.OK
+
+
+@pytest.mark.parametrize('name,old,word', [('memory.label_propagation', -1.0, 'checkpoint'),
+                                           ('memory.label_propagation', -1, 'checkpoint'),
+                                           ('memory.local_vote_radius', -2, 'checkpoint'),
+                                           ('memory.local_vote_radius', -1, 'all')])
+def test_deprecated_sentinel_numbers_still_work_and_warn(name, old, word):
+    """The numbers that meant 'the checkpoint's own' or 'every cell' before they had words."""
+    values = {p.name: p.default for p in node_params.PARAMS}
+    new = dict(values, **{name: word})
+    assert node_params.check_value(name, old) is None
+    assert node_params.memory_overrides(dict(values, **{name: old})) == \
+        node_params.memory_overrides(new)
+    notes = node_params.deprecations(dict(values, **{name: old}))
+    assert len(notes) == 1 and name in notes[0] and repr(word) in notes[0]
+    assert node_params.deprecations(new) == []
+
+
+@pytest.mark.parametrize('name,value,ok', [
+    ('memory.label_propagation', 'checkpoint', True), ('memory.label_propagation', 2.0, True),
+    ('memory.label_propagation', 0, True), ('memory.label_propagation', 'all', False),
+    ('memory.label_propagation', 17.0, False), ('memory.label_propagation', -0.5, False),
+    ('memory.label_propagation', True, False),
+    ('memory.local_vote_radius', 'checkpoint', True), ('memory.local_vote_radius', 'all', True),
+    ('memory.local_vote_radius', 3, True), ('memory.local_vote_radius', 65, False),
+    ('memory.local_vote_radius', -3, False), ('memory.local_vote_radius', 1.5, False),
+    ('memory.local_vote_radius', 'near', False),
+])
+def test_label_propagation_parameters_take_words_or_numbers(name, value, ok):
+    reason = node_params.check_value(name, value)
+    assert (reason is None) == ok, reason
+    if not ok:
+        assert name in reason
+    assert node_params.SPECS[name].descriptor().dynamic_typing

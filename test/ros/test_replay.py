@@ -1,4 +1,4 @@
-"""The replay harness against the real node process (issue 6, the replay part of issue 8).
+"""The replay harness against the real node process: counts, report, scores, stops.
 
 - round trip: a generated sequence -> make_bag -> replay (node started by the harness) ->
   report whose counts match, every frame answered in lockstep, and Dice above a floor;

@@ -1,4 +1,4 @@
-"""Real frames (issue 9): the CholecSeg8k clip into bags, and a lockstep replay through the node.
+"""Real frames: the CholecSeg8k clip into bags, and a lockstep replay through the node.
 
 The clip (72 frames, 854 x 480, 25 fps) is read in place through the `cholec_clip` fixture;
 nothing of it is copied into the repository. The node runs at 64 x 96 to stay fast on a CPU.

@@ -14,7 +14,7 @@ metal reflects the tissue around it (its hue and brightness follow the surroundi
 steel does under the scope's light) and thin pale fibres (adhesions, connective strands) cross
 the tissue as background. Revision 3 draws its extra randomness from its own stream, so a
 seed's scene, motion and masks are the same in both. A model trained on revision 3 did better
-on generated video of both revisions but worse on real video, so it is opt-in (README).
+on generated video of both revisions but worse on real video, so it is opt-in (docs/generator.md).
 """
 from __future__ import annotations
 
