@@ -125,9 +125,6 @@ class ManagedNode:
             f'model loaded: task={seg.task} classes={len(seg.class_names)} device={seg.device} '
             f'precision={seg.precision} inference_size={list(seg.inference_size)} '
             f'compiled={seg.compiled} checkpoint={p["checkpoint"] or "(shipped model)"}')
-        if p['device'] == 'auto' and str(seg.device).startswith('cpu'):
-            self.get_logger().warning('device=auto: no CUDA device available, '
-                                      'falling back to CPU (slower)')
         self._install_debug_hook()
 
     def _free_model(self) -> None:
