@@ -88,7 +88,6 @@ def _statuses(diag: DiagnosticsWatch, suffix: str, node: str = '/dmnet') -> list
 
 # -- 1. best-effort controllers ------------------------------------------------------------
 def test_best_effort_controller_gets_1920x1080_masks(node, client, env):
-    assert 'large-frame profile applied to this process' in node.output()
     best_effort = client.subscribe(Image, '/dmnet/mask', qos_profile_sensor_data)
     reliable = client.subscribe(Image, '/dmnet/mask', RELIABLE)
     diag = DiagnosticsWatch(client, node='/dmnet')
@@ -106,6 +105,7 @@ def test_best_effort_controller_gets_1920x1080_masks(node, client, env):
     assert got_best_effort == got_reliable, (len(got_best_effort), len(got_reliable))
     m = next(m for m in best_effort.messages if _key(m.header) in sent)
     assert (m.width, m.height, m.encoding) == (1920, 1080, 'mono8')
+    assert 'large-frame profile applied to this process' in node.output()
 
 
 # -- 2. a camera that dies -------------------------------------------------------------------
