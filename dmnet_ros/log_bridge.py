@@ -3,7 +3,8 @@
 dmnet_core reports through `logging.getLogger('dmnet_core...')` (e.g. "device auto: CUDA not
 available, running on the CPU"). Without a handler Python prints such a warning raw on stderr,
 beside the ROS logger's formatted lines and not on /rosout; the node process installs this
-bridge so every message carries the node's logger name and severity.
+bridge so every message carries the node's logger name and severity; Python warnings (e.g.
+torch's UserWarnings) go the same way.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import logging
 from typing import Any
 
 CORE_LOGGER = 'dmnet_core'
+WARNINGS_LOGGER = 'py.warnings'     # Python warnings, once logging.captureWarnings is on
 
 
 class RosLogHandler(logging.Handler):
@@ -39,12 +41,14 @@ class RosLogHandler(logging.Handler):
 
 def forward_to(ros_logger: Any, name: str = CORE_LOGGER) -> RosLogHandler:
     """Route logger `name` (and its children) to `ros_logger` only; returns the handler."""
+    if name == WARNINGS_LOGGER:
+        logging.captureWarnings(True)
     logger = logging.getLogger(name)
     for old in [h for h in logger.handlers if isinstance(h, RosLogHandler)]:
         logger.removeHandler(old)
     handler = RosLogHandler(ros_logger)
     handler.setFormatter(logging.Formatter('%(message)s'))
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.INFO if name != WARNINGS_LOGGER else logging.WARNING)
     logger.propagate = False        # not also Python's last-resort stderr line
     return handler

@@ -73,8 +73,8 @@ def _spin(executor: SingleThreadedExecutor) -> None:
     except (KeyboardInterrupt, ExternalShutdownException, Interrupted):
         pass
     except Exception as exc:  # report, never a bare traceback
-        print(f'[dmnet] executor stopped: {type(exc).__name__}: {exc}', file=sys.stderr,
-              flush=True)
+        rclpy.logging.get_logger('dmnet').error(
+            f'executor stopped: {type(exc).__name__}: {exc}')
 
 
 def _one_line(exc: BaseException) -> str:
@@ -113,7 +113,9 @@ def run(node_factory: Callable[[], Any], args: list[str] | None = None) -> int:
         if node is not None:
             stopper.node = node
             node.get_logger().info(profile_line)
-            log_bridge.forward_to(node.get_logger())    # dmnet_core's Python logging
+            # dmnet_core's Python logging and Python warnings (torch's) through the ROS logger.
+            log_bridge.forward_to(node.get_logger())
+            log_bridge.forward_to(node.get_logger(), log_bridge.WARNINGS_LOGGER)
             executor = SingleThreadedExecutor()
             executor.add_node(node)
             spinner = threading.Thread(target=_spin, args=(executor,), name='dmnet-executor',

@@ -86,6 +86,12 @@ def _statuses(diag: DiagnosticsWatch, suffix: str, node: str = '/dmnet') -> list
     return [s for m in diag.collector.messages for s in m.status if s.name == f'{node}: {suffix}']
 
 
+def _last(diag: DiagnosticsWatch, suffix: str) -> str:
+    """The newest message of one of /dmnet's statuses ('' before the first)."""
+    found = _statuses(diag, suffix)
+    return found[-1].message if found else ''
+
+
 # -- 1. best-effort controllers ------------------------------------------------------------
 def test_best_effort_controller_gets_1920x1080_masks(node, client, env):
     best_effort = client.subscribe(Image, '/dmnet/mask', qos_profile_sensor_data)
@@ -99,7 +105,7 @@ def test_best_effort_controller_gets_1920x1080_masks(node, client, env):
     client.spin_for(2.0)
     got_reliable = {_key(m.header) for m in reliable.messages} & sent
     got_best_effort = {_key(m.header) for m in best_effort.messages} & sent
-    assert len(got_reliable) >= 7, (len(got_reliable), diag.latest())
+    assert len(got_reliable) >= 4, (len(got_reliable), diag.latest())   # newest wins
     # Every mask the node sent reached the best-effort controller too (without the profile:
     # 2-3 of 10 at this size).
     assert got_best_effort == got_reliable, (len(got_best_effort), len(got_reliable))
@@ -115,11 +121,9 @@ def test_killed_camera_turns_diagnostics_warn_and_the_rate_to_zero(node, client,
     matched until the DDS lease ends. Either way: WARN once no frame came for stale_s."""
     diag = DiagnosticsWatch(client, node='/dmnet')
     cam = _camera(env, '--width', '320', '--height', '256', '--count', '100000', '--rate', '5')
-    try:
-        diag.wait(lambda s, v: s.level == s.OK and float(v['input_rate_hz']) > 0, 120,
-                  'OK with frames flowing')
-        flowing = _statuses(diag, 'input frequency')[-1]
-        assert flowing.message == 'Desired frequency met', flowing
+    try:                # frames flowing (other WARN causes, e.g. a loaded machine, may come)
+        client.wait_for(lambda: _last(diag, 'input frequency') == 'Desired frequency met', 120,
+                        'frames flowing')
     finally:
         cam.send_signal(sig)
         cam.wait(30)
@@ -171,7 +175,7 @@ def test_camera_info_is_the_masks_own_late_or_not_at_all(node, client):
     diag.wait_settled(60)
     client.spin_for(2.5)                 # > camera_info.wait_s: the missing ones are counted
     answered = {_key(m.header) for m in masks.messages} & set(sent)
-    assert len(answered) >= 6, answered
+    assert len(answered) >= 4, answered
     by_stamp = {}
     for info in infos.messages:
         assert _key(info.header) in answered, 'a camera_info without a mask of its stamp'
