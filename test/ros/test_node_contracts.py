@@ -40,6 +40,7 @@ CAMERA = Path(__file__).with_name('camera_process.py')
 CAM_TOPIC = '/contract/cam/image_raw'
 INFO_TOPIC = '/contract/cam/camera_info'
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+STOP_S = 60.0          # SIGINT to exit: generous, the 2-core test machine may be starved
 SHARED = {'device': 'cpu', 'inference_size': [64, 64], 'diagnostics.period_s': 0.5,
           'diagnostics.stale_s': 2.0, 'camera_info.wait_s': 1.0}
 
@@ -61,7 +62,7 @@ def node(env):
         proc.wait_ready(180)
         yield proc
         assert proc.alive(), f'node died:\n{proc.output()[-3000:]}'
-        proc.stop_cleanly()
+        proc.stop_cleanly(STOP_S)
 
 
 @pytest.fixture
@@ -99,13 +100,14 @@ def test_best_effort_controller_gets_1920x1080_masks(node, client, env):
     diag = DiagnosticsWatch(client, node='/dmnet')
     diag.wait(lambda s, v: True, 60, 'diagnostics')
     cam = _camera(env, '--width', '1920', '--height', '1080', '--encoding', 'bgr8',
-                  '--reliability', 'reliable', '--count', '8', '--rate', '2')
+                  '--reliability', 'reliable', '--count', '10', '--rate', '1')
     sent = {tuple(s) for s in _report(client, cam)['stamps']}
     diag.wait_settled(120)
     client.spin_for(2.0)
     got_reliable = {_key(m.header) for m in reliable.messages} & sent
     got_best_effort = {_key(m.header) for m in best_effort.messages} & sent
-    assert len(got_reliable) >= 4, (len(got_reliable), diag.latest())   # newest wins
+    # Newest wins: a starved machine may answer fewer than sent, never fewer than this.
+    assert len(got_reliable) >= 5, (len(got_reliable), diag.latest())
     # Every mask the node sent reached the best-effort controller too (without the profile:
     # 2-3 of 10 at this size).
     assert got_best_effort == got_reliable, (len(got_best_effort), len(got_reliable))
@@ -259,7 +261,7 @@ def test_nothing_leaves_after_deactivate_and_every_state_reports(env, tmp_path):
             client.spin_for(0.5)
             return bool(masks.messages)
         client.wait_for(answered, 60, 'a mask after activating again')
-        proc.stop_cleanly()
+        proc.stop_cleanly(STOP_S)
         out = proc.output()
     # 5. dmnet_core's messages go through the ROS logger (never a raw stderr line).
     core = [line for line in out.splitlines() if 'CUDA not available' in line]
