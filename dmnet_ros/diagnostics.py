@@ -7,8 +7,12 @@ One DiagnosticArray per period with three statuses, named as diagnostic_updater 
                     `diagnostics.min_rate_hz` / `max_rate_hz` (0 = no bound)
   input timestamps  diagnostic_updater's TimeStampStatus keys and messages: stamp delays in
                     the node's clock, acceptable from -1 s to `diagnostics.max_stamp_delay_s`
-Both input statuses only complain while a publisher of the input is matched: an idle node with
-no camera is not a fault.
+Statuses are published in every lifecycle state. Unconfigured and inactive say so at OK (a
+node a lifecycle manager has not started yet is not faulty); unconfigured after a failed
+configure is WARN with the reason. Once active, no frame for `diagnostics.stale_s` is WARN,
+whether the camera is matched but silent or no publisher is matched at all (a dead driver);
+the input rate reads 0 by then, so the frequency status cannot say "Desired frequency met"
+about a camera that stopped.
 """
 from __future__ import annotations
 
@@ -57,6 +61,22 @@ def _status(name: str, hardware_id: str, level: int, message: str,
                             values=[KeyValue(key=k, value=_fmt(v)) for k, v in values.items()])
 
 
+def quiet_s(v: dict[str, Any]) -> float:
+    """Seconds without a frame since activation (0 while not active)."""
+    if not v.get('active', True):
+        return 0.0
+    return min(v['seconds_since_frame'], v.get('seconds_active', 0.0))
+
+
+def state_of(v: dict[str, Any]) -> str:
+    """The lifecycle state the values were taken in: unconfigured, inactive or active."""
+    return v.get('lifecycle_state') or ('active' if v.get('active', True) else 'inactive')
+
+
+IDLE_MESSAGES = {'inactive': 'inactive: not taking frames',
+                 'unconfigured': 'unconfigured: no model loaded, waiting for configure'}
+
+
 def segmentation_problems(v: dict[str, Any], cfg: DiagConfig) -> list[tuple[int, str]]:
     """(level, reason) for everything wrong now; empty when all is well.
 
@@ -73,13 +93,18 @@ def segmentation_problems(v: dict[str, Any], cfg: DiagConfig) -> list[tuple[int,
         out.append((WARN, f'frames lost in transport: {v["frames_lost_in_transport"]} lost, '
                           f'{v.get("frames_skipped_in_transport", 0)} skipped (input '
                           f'{v.get("input_reliability", "?")})'))
+    if v.get('configure_error'):
+        out.append((WARN, f'unconfigured: configure failed: {v["configure_error"]}'))
     if not v.get('active', True):
         return out
-    quiet = min(v['seconds_since_frame'], v.get('seconds_active', 0.0))
-    if v.get('publishers', 0) > 0 and quiet > cfg.stale_s:
+    if quiet_s(v) > cfg.stale_s:
         since = ('since activation' if v['seconds_since_frame'] > v.get('seconds_active', 0.0)
                  else f'for {v["seconds_since_frame"]:.1f} s')
-        out.append((WARN, f'no frame {since} from {v["publishers"]} matched publisher(s)'))
+        if v.get('publishers', 0) > 0:
+            out.append((WARN, f'no frame {since} from {v["publishers"]} matched publisher(s)'))
+        else:
+            out.append((WARN, f'no frame {since}: no publisher matched on '
+                              f'{v.get("input_topic") or "the input"}'))
     rate_in, rate_out = v['input_rate_hz'], v['output_rate_hz']
     if rate_in > 0 and rate_out < cfg.min_answered_ratio * rate_in:
         out.append((WARN, f'answering {rate_out:.1f} Hz of {rate_in:.1f} Hz input (the model '
@@ -95,9 +120,9 @@ def segmentation_status(v: dict[str, Any], cfg: DiagConfig, node_name: str,
     if problems:
         message = '; '.join(text for _, text in problems)
     else:
-        message = 'ok' if v.get('active', True) else 'inactive: not taking frames'
+        message = IDLE_MESSAGES.get(state_of(v), 'ok')
     shown = {k: x for k, x in v.items()
-             if not k.startswith(('seconds_since', '_')) and k not in ('active',)}
+             if not k.startswith(('seconds_since', '_')) and k not in ('active', 'configure_error')}
     if not stamp_in_clock(v['stamp_offset_s'], cfg) and v['stamps_off_clock'] > 0:
         text = f'{NOT_IN_CLOCK} (offset {v["stamp_offset_s"]:.3g} s; a bag played ' \
                'without --clock, or use_sim_time?)'
@@ -110,8 +135,11 @@ def frequency_status(v: dict[str, Any], cfg: DiagConfig, node_name: str, hardwar
     """diagnostic_updater FrequencyStatus for the input."""
     freq = float(v['input_rate_hz'])
     lo, hi = cfg.min_rate_hz, cfg.max_rate_hz
-    if v.get('publishers', 0) == 0 or not v.get('active', True):
-        level, message = OK, 'no publisher matched' if v.get('active', True) else 'inactive'
+    if state_of(v) != 'active':
+        level, message = OK, state_of(v)
+    elif v.get('publishers', 0) == 0:
+        level, message = ((WARN, 'No events recorded: no publisher matched')
+                          if quiet_s(v) > cfg.stale_s else (OK, 'no publisher matched'))
     elif freq == 0.0:
         level, message = ERROR, 'No events recorded.'
     elif lo > 0 and freq < lo:
@@ -142,8 +170,11 @@ def timestamp_status(v: dict[str, Any], window: tuple[float | None, float | None
     """
     early, late = window
     if early is None or late is None:
-        level = WARN if v.get('publishers', 0) > 0 and v.get('active', True) else OK
-        message = 'No data since last update.' if level == WARN else 'no publisher matched'
+        active = state_of(v) == 'active'
+        stale = v.get('publishers', 0) > 0 or quiet_s(v) > cfg.stale_s
+        level = WARN if active and stale else OK
+        message = ('No data since last update.' if level == WARN
+                   else 'no publisher matched' if active else state_of(v))
         early = late = 0.0
     elif late > cfg.max_stamp_delay_s:
         level, message = ERROR, 'Timestamps too far in past seen.'

@@ -2,9 +2,10 @@
 shutdown create and free (a mixin of SegmentNode, which owns the state these methods use).
 
 configure   build the Segmenter from the parameters set now (a new checkpoint, device or
-            precision takes effect here), create the publishers and the diagnostics timer
-activate    subscribe the input (transport.ImageInput): frames flow
-deactivate  unsubscribe: frames are not taken; the model stays loaded
+            precision takes effect here), create the publishers
+activate    subscribe the input (transport.ImageInput), open the output gate: frames flow
+deactivate  close the output gate (a step in progress is discarded: once deactivate returns
+            nothing is published), unsubscribe: frames are not taken; the model stays loaded
 cleanup     destroy the publishers, free the model and its GPU memory
 shutdown    all of the above, and the model loop returns (the process then exits 0)
 """
@@ -44,7 +45,9 @@ class ManagedNode:
                 self.get_logger().info('stopped while loading the model')
                 return TransitionCallbackReturn.FAILURE
             self.get_logger().error(str(exc))
+            self._configure_error = str(exc)        # /diagnostics says why (WARN)
             return TransitionCallbackReturn.FAILURE
+        self._configure_error = ''
         self._create_outputs()
         return TransitionCallbackReturn.SUCCESS
 
@@ -122,14 +125,10 @@ class ManagedNode:
             self._bank_size = 0
             self._frames_since_reset = 0
             self._last_size = self._last_stamp = None
-        self._hardware_id = f'dmnet/{seg.device}'
         self.get_logger().info(
             f'model loaded: task={seg.task} classes={len(seg.class_names)} device={seg.device} '
             f'precision={seg.precision} inference_size={list(seg.inference_size)} '
             f'compiled={seg.compiled} checkpoint={p["checkpoint"] or "(shipped model)"}')
-        if p['device'] == 'auto' and str(seg.device).startswith('cpu'):
-            self.get_logger().warning('device=auto: no CUDA device available, '
-                                      'falling back to CPU (slower)')
         self._install_debug_hook()
 
     def _free_model(self) -> None:
@@ -158,14 +157,8 @@ class ManagedNode:
                                             transport.qos('reliable', 1, latched=True)),
         }
         self._publish_labels()
-        self._diag_timer = self.create_timer(float(p['diagnostics.period_s']),
-                                             self._publish_diagnostics,
-                                             callback_group=self.io_group)
 
     def _destroy_outputs(self) -> None:
-        if self._diag_timer is not None:
-            self.destroy_timer(self._diag_timer)
-            self._diag_timer = None
         with self.outputs_lock:      # not while the model loop publishes
             for pub in self._pubs.values():
                 self.destroy_publisher(pub)
@@ -190,6 +183,12 @@ class ManagedNode:
             self.stats.on_lost, self.stats.on_skipped, group=self.io_group)
         self._input.start()
         self._active_since = time.monotonic()
+        with self._info_lock:
+            self._info_seen = False
+        self._info_publishers = self._input.camera_info_publisher_count()
+        with self.outputs_lock:
+            self._epoch += 1
+            self._outputs_open = True
         kind = 'compressed' if self._input.compressed else 'raw'
         self.get_logger().info(
             f'dmnet ready: listening on {self._input.topic} ({kind}, '
@@ -197,6 +196,12 @@ class ManagedNode:
             f'publishing {self._pubs["mask"].topic_name} on {self.segmenter.device}')
 
     def _deactivate_input(self) -> None:
+        # First the gate: waits for a publish in progress, then nothing more leaves; a step
+        # still running is discarded when it ends (its epoch is gone).
+        with self.outputs_lock:
+            self._outputs_open = False
+            self._epoch += 1
+        self._expire_camera_info(drop_all=True)
         if self._input is not None:
             self._input.stop()
             self._input = None

@@ -3,7 +3,7 @@
 Sources (exactly one):
     make_bag --out BAG ROOT/<seq>                 a sequence in the dmnet layout
     make_bag --out BAG --data ROOT --sequence S   the same, named
-    make_bag --out BAG FRAMES_DIR [--pattern '*_endo.png'] [--masks DIR] [--fps 25]
+    make_bag --out BAG FRAMES_DIR [--pattern '*_endo.png'] [--masks DIR [--mask-values 6=1]]
     make_bag --out BAG VIDEO.mp4 [--fps F]
     make_bag --out BAG --synth [--seed 0 --frames 60 --size 256x320]
 
@@ -11,11 +11,19 @@ Images go on /endoscope/image_raw (sensor_msgs/Image rgb8, frame_id `endoscope`)
 `--task` (mono8 class ids), when the source has them, on /endoscope/ground_truth with the same
 header stamps. Stamp of frame i = start + i / fps; the bag's log time equals the stamp. The bag
 is rosbag2 version 8 (see `bag_io`), sqlite3 by default or mcap with `--storage mcap`.
+
+Folder sources: without `--pattern` every image file is a frame except mask-like names (a
+`mask`, `masks`, `gt`, `label` or `labels` word in the name: CholecSeg8k's `*_endo_mask.png`,
+`*_endo_color_mask.png`, `*_endo_watershed_mask.png`). Masks (`--masks`) must hold binary
+values (0/1 or 0/255, binary task) or the task's class ids; anything else (e.g. Endoscapes'
+class ids 1-6 for a binary bag) is refused unless `--mask-values VALUE=CLASS` says what each
+value means (every value not named becomes background).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import time
@@ -33,6 +41,8 @@ from dmnet_ros import bag_io
 # A fixed default start (2023-11-14T22:13:20Z) makes bags of the same source byte-comparable.
 DEFAULT_START_S = 1_700_000_000.0
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
+# Words that mark a file as a mask, not a frame, when no --pattern is given.
+MASK_WORDS = frozenset({'mask', 'masks', 'gt', 'label', 'labels'})
 VIDEO_EXTS = ('.mp4', '.avi', '.mov', '.mkv', '.m4v', '.mpg', '.mpeg', '.webm')
 Frames = Iterator[tuple[np.ndarray, np.ndarray | None]]   # (RGB H x W x 3, mask H x W or None)
 
@@ -48,6 +58,7 @@ class Source:
     frames: Frames
     has_gt: bool
     class_names: list[str] | None = None
+    left_out: int = 0            # mask-like files the default frame pattern left out
 
 
 
@@ -94,14 +105,87 @@ def _sorted_files(folder: Path, pattern: str) -> list[Path]:
                   if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
 
 
-def folder_source(folder: Path, pattern: str, fps: float, masks: Path | None,
-                  mask_pattern: str, task: str) -> Source:
-    """A plain folder of frames sorted by name; masks (optional) paired by sorted order."""
+def is_mask_name(path: Path) -> bool:
+    """A name with a mask word (`frame_1_endo_mask.png`, `x_gt.png`): not a frame."""
+    words = re.split(r'[^a-z0-9]+', path.stem.lower())
+    return any(w in MASK_WORDS for w in words)
+
+
+def task_classes(task: str) -> list[str]:
+    """Class names of a task (type: the longest dataset list, as the dataset is unknown)."""
+    from dmnet_core.config import TYPE_CLASSES, default_class_names
+
+    if task == 'type':
+        return max(TYPE_CLASSES.values(), key=len)
+    return default_class_names(task)
+
+
+def parse_mask_values(items: list[str] | None, task: str) -> dict[int, int] | None:
+    """`--mask-values 6=instrument` (several, or comma-separated) -> {6: 1}."""
+    if not items:
+        return None
+    names = task_classes(task)
+    out: dict[int, int] = {}
+    for item in (x for arg in items for x in arg.split(',') if x.strip()):
+        value, sep, cls = item.partition('=')
+        try:
+            v = int(value)
+            c = int(cls) if cls.strip().isdigit() else names.index(cls.strip())
+        except ValueError:
+            raise ValueError(f'--mask-values {item!r}: want VALUE=CLASS, VALUE 0-255, CLASS an '
+                             f'id or one of {names}') from None
+        if not sep or not 0 <= v <= 255 or not 0 <= c < len(names):
+            raise ValueError(f'--mask-values {item!r}: want VALUE=CLASS, VALUE 0-255, CLASS an '
+                             f'id below {len(names)} or one of {names}')
+        out[v] = c
+    return out
+
+
+def convert_mask(mask: np.ndarray, task: str, mapping: dict[int, int] | None,
+                 path: Path) -> np.ndarray:
+    """Mask values -> the task's class ids; refuses values that are neither.
+
+    Raises:
+        ValueError: values that are neither binary (binary task: 0/1 or 0/255) nor the
+            task's class ids, without a `mapping` to say what they are.
+    """
+    if mapping:
+        out = np.zeros_like(mask, dtype=np.uint8)
+        for value, cls in mapping.items():
+            out[mask == value] = cls
+        return out
+    values = set(np.unique(mask).tolist())
+    n = len(task_classes(task))
+    if task == 'binary':
+        if values <= {0, 1} or values <= {0, 255}:
+            return (mask > 0).astype(np.uint8)
+    elif max(values) < n:
+        return mask
+    allowed = 'binary values (0/1 or 0/255)' if task == 'binary' else f'{task} class ids 0-{n - 1}'
+    raise ValueError(f'{path.name}: mask values {sorted(values)} are not {allowed}; say what '
+                     'they are with --mask-values VALUE=CLASS (e.g. --mask-values 6=instrument; '
+                     f'classes {task_classes(task)})')
+
+
+def folder_source(folder: Path, pattern: str | None, fps: float, masks: Path | None,
+                  mask_pattern: str, task: str,
+                  mask_values: dict[int, int] | None = None) -> Source:
+    """A plain folder of frames sorted by name; masks (optional) paired by sorted order.
+
+    Args:
+        pattern: frame glob; None = every image file without a mask word in its name.
+        mask_values: mask value -> class id; None = the values must be binary or class ids.
+    """
     from dmnet_core.data.layout import read_image, read_mask
 
-    paths = _sorted_files(folder, pattern)
+    paths = _sorted_files(folder, pattern or '*')
+    left_out = 0
+    if pattern is None:
+        frames_only = [p for p in paths if not is_mask_name(p)]
+        left_out, paths = len(paths) - len(frames_only), frames_only
     if not paths:
-        raise ValueError(f'no image files matching {pattern!r} in {folder}')
+        extra = f' ({left_out} mask files left out)' if left_out else ''
+        raise ValueError(f'no image files matching {pattern or "*"!r} in {folder}{extra}')
     mask_paths: list[Path] = []
     if masks is not None:
         if not masks.is_dir():
@@ -115,12 +199,11 @@ def folder_source(folder: Path, pattern: str, fps: float, masks: Path | None,
         for i, p in enumerate(paths):
             mask = None
             if mask_paths:
-                mask = read_mask(mask_paths[i])
-                # Binary task: any non-zero label (e.g. 255 in exported masks) is instrument.
-                mask = (mask > 0).astype(np.uint8) if task == 'binary' else mask
+                mask = convert_mask(read_mask(mask_paths[i]), task, mask_values, mask_paths[i])
             yield read_image(p), mask
 
-    return Source('folder', folder.name, fps, len(paths), frames(), bool(mask_paths))
+    return Source('folder', folder.name, fps, len(paths), frames(), bool(mask_paths),
+                  left_out=left_out)
 
 
 def video_source(path: Path, fps: float | None) -> Source:
@@ -228,9 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help='frame rate (folder default 25; video: its own; layout: dataset.yaml)')
     p.add_argument('--task', default='binary', choices=('binary', 'parts', 'type'),
                    help='which masks go on the ground-truth topic (default binary)')
-    p.add_argument('--pattern', default='*', help="folder source: frame glob (e.g. '*_endo.png')")
+    p.add_argument('--pattern', default=None,
+                   help="folder source: frame glob (e.g. '*_endo.png'); default every image "
+                        "file except mask-like names (with a word mask, gt or label)")
     p.add_argument('--masks', type=Path, help='folder source: ground-truth masks, paired by '
-                   'sorted name (binary task: any non-zero value = instrument)')
+                   "sorted name: binary (0/1, 0/255) or the task's class ids, else refused "
+                   'without --mask-values')
+    p.add_argument('--mask-values', action='append', metavar='VALUE=CLASS',
+                   help="what mask values mean, e.g. '6=instrument' (Endoscapes' tool class); "
+                        'repeatable or comma-separated; values not named become background')
     p.add_argument('--mask-pattern', default='*', help='glob for --masks (default all images)')
     p.add_argument('--max-frames', type=int, default=None, help='write at most N frames')
     p.add_argument('--storage', default='sqlite3', choices=sorted(bag_io.STORAGES),
@@ -272,8 +361,11 @@ def source_from_args(args: argparse.Namespace) -> Source:
         return layout_source(src.parent, src.name, args.task)
     if (src / 'dataset.yaml').is_file():
         return layout_source(src, args.sequence, args.task)
+    mapping = parse_mask_values(args.mask_values, args.task)
+    if mapping and args.masks is None:
+        raise ValueError('--mask-values needs --masks')
     return folder_source(src, args.pattern, args.fps or 25.0, args.masks, args.mask_pattern,
-                         args.task)
+                         args.task, mapping)
 
 
 def parse_start(text: str) -> float:
@@ -302,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     gt = f", {info['masks']} masks on {info['gt_topic']}" if info['masks'] else ', no ground truth'
     print(f"wrote {info['bag']} ({info['storage']}): {info['frames']} frames {h}x{w} rgb8 at "
           f"{info['fps']:g} fps on {info['image_topic']}{gt}")
+    if source.left_out:
+        print(f'left out {source.left_out} mask-like files (names with a word mask, gt or '
+              'label); --pattern chooses the frames explicitly')
     return 0
 
 

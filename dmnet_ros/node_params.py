@@ -14,6 +14,7 @@ that much slower, through the same hook, for tests of a node busy in a slow step
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -150,8 +151,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec('output.depth', 5, 'Output QoS history depth.', int_range=(1, 100)),
     ParamSpec('diagnostics.period_s', 1.0, 'Period of /diagnostics messages.',
               float_range=(0.05, 60.0)),
-    ParamSpec('diagnostics.stale_s', 3.0, 'WARN when no frame arrived for this long while a '
-              'publisher of the input is matched.', float_range=(0.1, 86400.0)),
+    ParamSpec('diagnostics.stale_s', 3.0, 'WARN when no frame arrived for this long while '
+              'active (a silent camera, or none matched); the input rate reads 0 by then.',
+              float_range=(0.1, 86400.0)),
     ParamSpec('diagnostics.min_rate_hz', 0.0, 'Frequency status: lowest acceptable input '
               'rate (0 = no lower bound).', float_range=(0.0, 10000.0)),
     ParamSpec('diagnostics.max_rate_hz', 0.0, 'Frequency status: highest acceptable input '
@@ -173,6 +175,11 @@ PARAMS: tuple[ParamSpec, ...] = (
               read_only=False, float_range=(0.0, 1.0)),
     ParamSpec('overlay.palette', list(DEFAULT_PALETTE), 'Flat r,g,b list, one triplet per '
               'class id 1..N (cycled).', read_only=False),
+    ParamSpec('camera_info.wait_s', 0.5, "A mask's CameraInfo (the one with the mask's stamp) "
+              'that has not arrived when the mask is published is waited for this long; then '
+              'dmnet/camera_info is not published for that frame and counted as '
+              'camera_info_missing (0 = only infos already received).', read_only=False,
+              float_range=(0.0, 10.0)),
     ParamSpec('reset.time_jump_s', 5.0, 'Reset the memory when stamps jump forward by more '
               'than this (a new case); 0 = never. Backward jumps always reset.',
               read_only=False, float_range=(0.0, 86400.0)),
@@ -285,3 +292,34 @@ def inference_size(values: dict[str, Any]) -> tuple[int, int] | None:
     """`inference_size` as (H, W), or None for the checkpoint's own size."""
     h, w = (int(x) for x in values['inference_size'])
     return None if (h, w) == (0, 0) else (h, w)
+
+
+def _kind(spec: ParamSpec) -> str:
+    if spec.reconfigure:
+        return 'next configure'
+    return 'read-only' if spec.read_only else 'run time'
+
+
+def help_text(prog: str = 'segment_node') -> str:
+    """`segment_node --help`: usage, the environment switch and every parameter."""
+    lines = [
+        f'usage: {prog} [-h] [--ros-args --params-file FILE -p NAME:=VALUE -r image:=TOPIC ...]',
+        '',
+        'The dmnet segmentation node (a lifecycle node): endoscope images in, instrument masks,',
+        'overlay, labels, camera_info and /diagnostics out.',
+        '',
+        f'  {prog} --ros-args --params-file config/dmnet.yaml -r image:=/endoscope/image_raw',
+        '',
+        'Environment: DMNET_FASTDDS_LARGE_FRAMES=0 keeps the shipped Fast DDS large-frame',
+        "profile off the node's process (see docs/node_qos_and_diagnostics.md).",
+        '',
+        'Parameters (when a change takes effect: read-only = at start-up only; next configure =',
+        'on the next lifecycle configure; run time = at once with `ros2 param set`):',
+    ]
+    for spec in PARAMS:
+        desc = spec.description
+        if spec.choices:
+            desc += ' One of: ' + ', '.join(repr(c) for c in spec.choices) + '.'
+        lines.append(f'  {spec.name} = {spec.default!r}  [{_kind(spec)}]')
+        lines += textwrap.wrap(desc, 96, initial_indent=' ' * 6, subsequent_indent=' ' * 6)
+    return '\n'.join(lines) + '\n'

@@ -27,11 +27,13 @@ from types import FrameType
 from typing import Any
 
 import rclpy
-from rclpy._rclpy_pybind11 import RCLError
+from rclpy._rclpy_pybind11 import RCLError, UnknownROSArgsError
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
+
+from dmnet_ros import dds_profile, log_bridge
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -71,8 +73,8 @@ def _spin(executor: SingleThreadedExecutor) -> None:
     except (KeyboardInterrupt, ExternalShutdownException, Interrupted):
         pass
     except Exception as exc:  # report, never a bare traceback
-        print(f'[dmnet] executor stopped: {type(exc).__name__}: {exc}', file=sys.stderr,
-              flush=True)
+        rclpy.logging.get_logger('dmnet').error(
+            f'executor stopped: {type(exc).__name__}: {exc}')
 
 
 def _one_line(exc: BaseException) -> str:
@@ -90,10 +92,15 @@ def run(node_factory: Callable[[], Any], args: list[str] | None = None) -> int:
     stopper.loading = True              # until the model loop runs, a signal ends it all
     stopper.install()
     logger = rclpy.logging.get_logger('dmnet')
+    # Before rclpy.init: Fast DDS reads its profile when the participant is created.
+    _, profile_line = dds_profile.apply_large_frames()
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     except RCLError as exc:     # e.g. `-p mask_topic:=` (rcl logs its own line first)
         logger.fatal(f'invalid parameter or argument: {_one_line(exc).split(", at ")[0]}')
+        return EXIT_CONFIG
+    except UnknownROSArgsError as exc:      # e.g. `--ros-args -h`
+        logger.fatal(f'unknown ROS arguments {_one_line(exc)} (segment_node --help for usage)')
         return EXIT_CONFIG
     node = executor = spinner = None
     code = EXIT_OK
@@ -105,6 +112,10 @@ def run(node_factory: Callable[[], Any], args: list[str] | None = None) -> int:
             node, code = None, EXIT_CONFIG
         if node is not None:
             stopper.node = node
+            node.get_logger().info(profile_line)
+            # dmnet_core's Python logging and Python warnings (torch's) through the ROS logger.
+            log_bridge.forward_to(node.get_logger())
+            log_bridge.forward_to(node.get_logger(), log_bridge.WARNINGS_LOGGER)
             executor = SingleThreadedExecutor()
             executor.add_node(node)
             spinner = threading.Thread(target=_spin, args=(executor,), name='dmnet-executor',

@@ -20,7 +20,8 @@ Topics (relative names resolve in the node's namespace: /dmnet/mask at the root,
   in   image (sensor_msgs/Image, relative: remap it) or, with image_transport:=compressed,
        <image>/compressed (CompressedImage); camera_info beside the image (CameraInfo)
   out  dmnet/mask (mono8), dmnet/overlay (rgb8), dmnet/labels (String JSON, transient local),
-       dmnet/camera_info (the camera's CameraInfo with each mask's header), /diagnostics
+       dmnet/camera_info (the camera's CameraInfo whose stamp equals the mask's, with the
+       mask's header; waited for up to `camera_info.wait_s`), /diagnostics (in every state)
   srv  ~/reset (std_srvs/Trigger): clear the video memory; the lifecycle services.
 The memory also resets when the image size changes, when stamps go backwards (a looped bag)
 or jump forward by more than `reset.time_jump_s` (a new case), and after a model fault.
@@ -69,6 +70,10 @@ def _stamp_s(header: Header) -> float:
     return header.stamp.sec + header.stamp.nanosec * 1e-9
 
 
+def _stamp_key(header: Header) -> tuple[int, int]:
+    return header.stamp.sec, header.stamp.nanosec
+
+
 class SegmentNode(ManagedNode, LifecycleNode):
     """Parameters are declared (and checked) in __init__; the lifecycle does the rest."""
 
@@ -79,7 +84,7 @@ class SegmentNode(ManagedNode, LifecycleNode):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.p = node_params.declare_all(self)
         self.add_post_set_parameters_callback(self._after_set_parameters)
-        self.stats = FrameStats()
+        self.stats = FrameStats(idle_s=float(self.p['diagnostics.stale_s']))
         self.diag_cfg = diagnostics.DiagConfig.from_params(self.p)
         # Frames, reset and diagnostics in a group of their own, apart from the lifecycle
         # services (matters only if the node is spun by a multi-threaded executor).
@@ -97,14 +102,22 @@ class SegmentNode(ManagedNode, LifecycleNode):
         self._last_stamp: float | None = None
         self._bank_size = 0
         self._frames_since_reset = 0
-        self._hardware_id = f'dmnet/{self.p["device"]}'
         self._camera_infos: collections.deque[CameraInfo] = collections.deque(
             maxlen=CAMERA_INFO_KEEP)
         self._info_lock = threading.Lock()
+        # Masks whose CameraInfo has not arrived yet: stamp -> (mask header, give-up time).
+        self._info_pending: dict[tuple[int, int], tuple[Header, float]] = {}
+        self._info_seen = False         # a CameraInfo arrived since activation
+        self._info_publishers = 0       # camera_info publishers (checked every period)
         self.outputs_lock = threading.Lock()     # publishers vs. their destruction
+        # The output gate: open only while active. Deactivate closes it under outputs_lock, so
+        # once it returns no mask, overlay or camera_info leaves the node; `_epoch` changes on
+        # every activate/deactivate, so a step begun before a deactivate is never published.
+        self._outputs_open = False
+        self._epoch = 0
+        self._configure_error = ''
         self._input: transport.ImageInput | None = None
         self._pubs: dict[str, Any] = {}
-        self._diag_timer = None
         self._active_since: float | None = None
         # True while the model loop is inside a step or waiting for a frame: a signal may then
         # abandon it at once (see node_process).
@@ -112,6 +125,10 @@ class SegmentNode(ManagedNode, LifecycleNode):
         self.idle = False
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_service(Trigger, '~/reset', self._on_reset, callback_group=self.io_group)
+        # /diagnostics in every lifecycle state, from construction to destruction.
+        self._diag_timer = self.create_timer(float(self.p['diagnostics.period_s']),
+                                             self._publish_diagnostics,
+                                             callback_group=self.io_group)
 
     # -- parameters ----------------------------------------------------------------------
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
@@ -187,8 +204,16 @@ class SegmentNode(ManagedNode, LifecycleNode):
         self._offer(_Frame(msg.header, msg, compressed=True))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
+        """Keep it; publish it at once for a mask already waiting for this stamp."""
         with self._info_lock:
             self._camera_infos.append(msg)
+            self._info_seen = True
+            waiting = self._info_pending.pop(_stamp_key(msg.header), None)
+        if waiting is not None:
+            with self.outputs_lock:
+                if self._outputs_open and 'camera_info' in self._pubs:
+                    self._send_camera_info(msg, waiting[0])
+        self._expire_camera_info()
 
     def _on_reset(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
         """Answers at once: the model loop clears the memory before its next frame."""
@@ -261,6 +286,7 @@ class SegmentNode(ManagedNode, LifecycleNode):
             self._reset(reason)
 
     def _process(self, frame: _Frame) -> None:
+        epoch = self._epoch             # a deactivate from here on discards this frame
         # 1. convert
         try:
             if frame.compressed:
@@ -296,7 +322,9 @@ class SegmentNode(ManagedNode, LifecycleNode):
         out = np.where(mask > 0, 255, 0).astype(np.uint8) \
             if self.p['mask_value_mode'] == 'binary_255' else mask
         with self.outputs_lock:
-            if self._stopping or not self._pubs:    # stopping or unconfigured: publish nothing
+            # Stopping, unconfigured, or deactivated since this frame was taken: publish nothing.
+            if self._stopping or not self._pubs or not self._outputs_open \
+                    or epoch != self._epoch:
                 self.stats.on_dropped()
                 return
             self._pubs['mask'].publish(image_codec.mask_to_image(out, frame.header))
@@ -318,19 +346,49 @@ class SegmentNode(ManagedNode, LifecycleNode):
         return delay * 1e3 if in_clock else None
 
     def _publish_camera_info(self, header: Header) -> None:
-        """The camera's CameraInfo with this mask's header (same stamp preferred)."""
+        """The camera's CameraInfo with this mask's stamp, now or when it arrives (exact time).
+
+        Called with the outputs lock held. No CameraInfo of that stamp yet: the mask waits for
+        it up to `camera_info.wait_s` (`_on_camera_info` publishes it), then counts as
+        camera_info_missing. A camera that publishes no camera_info is not waited for.
+        """
+        key = _stamp_key(header)
+        missing = 0
         with self._info_lock:
-            infos = list(self._camera_infos)
-        if not infos:
-            return
-        key = (header.stamp.sec, header.stamp.nanosec)
-        info = next((i for i in reversed(infos)
-                     if (i.header.stamp.sec, i.header.stamp.nanosec) == key), infos[-1])
+            info = next((i for i in reversed(self._camera_infos)
+                         if _stamp_key(i.header) == key), None)
+            if info is None and (self._info_seen or self._info_publishers > 0):
+                wait = float(self.p['camera_info.wait_s'])
+                if wait > 0:
+                    if len(self._info_pending) >= CAMERA_INFO_KEEP * 4:   # bounded
+                        self._info_pending.pop(next(iter(self._info_pending)))
+                        missing += 1
+                    self._info_pending[key] = (header, time.monotonic() + wait)
+                else:
+                    missing += 1
+        if info is not None:
+            self._send_camera_info(info, header)
+        elif missing:
+            self.stats.on_camera_info(missing=missing)
+
+    def _send_camera_info(self, info: CameraInfo, header: Header) -> None:
+        """Publish a copy of `info` with the mask's header (outputs lock held)."""
         out = CameraInfo()
         for field in CameraInfo.get_fields_and_field_types():
             setattr(out, field, getattr(info, field))
         out.header = header
         self._pubs['camera_info'].publish(out)
+        self.stats.on_camera_info(paired=1)
+
+    def _expire_camera_info(self, drop_all: bool = False) -> None:
+        """Give up on masks whose CameraInfo did not come in time (all of them: `drop_all`)."""
+        now = time.monotonic()
+        with self._info_lock:
+            gone = [k for k, (_, until) in self._info_pending.items() if drop_all or until < now]
+            for k in gone:
+                del self._info_pending[k]
+        if gone:
+            self.stats.on_camera_info(missing=len(gone))
 
     def _on_model_fault(self, exc: BaseException) -> None:
         """Called with the model lock held: the frame is dropped and the memory cleared."""
@@ -371,6 +429,9 @@ class SegmentNode(ManagedNode, LifecycleNode):
             'input_reliability': inp.reliability if inp is not None else '',
             'publishers': inp.publisher_count() if inp is not None else 0,
             'active': inp is not None,
+            'lifecycle_state': ('active' if inp is not None else 'inactive' if seg is not None
+                                else 'unconfigured'),
+            'configure_error': self._configure_error if seg is None else '',
             'seconds_active': (time.monotonic() - self._active_since
                                if self._active_since is not None else 0.0),
         })
@@ -381,8 +442,12 @@ class SegmentNode(ManagedNode, LifecycleNode):
             line = self._input.refresh()
             if line:
                 self.get_logger().info(line)
+            self._info_publishers = self._input.camera_info_publisher_count()
+        self._expire_camera_info()
         vals = self.diagnostics_values()
-        name, hw = self.get_fully_qualified_name(), self._hardware_id
+        # hardware_id names the instance: two cameras' nodes are told apart.
+        name = self.get_fully_qualified_name()
+        hw = f'{name}@{vals["device"]}'
         cfg = self.diag_cfg
         arr = DiagnosticArray(status=[
             diagnostics.segmentation_status(vals, cfg, name, hw),
@@ -395,8 +460,15 @@ class SegmentNode(ManagedNode, LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Console entry point `segment_node`; returns the process exit code."""
+    import sys
+
     from dmnet_ros.node_process import run
 
+    argv = sys.argv if args is None else args
+    own = argv[1:argv.index('--ros-args')] if '--ros-args' in argv else argv[1:]
+    if '-h' in own or '--help' in own:
+        print(node_params.help_text(), end='')
+        return 0
     return run(SegmentNode, args)
 
 

@@ -18,11 +18,11 @@ class RateMeter:
     def tick(self, now: float | None = None) -> None:
         self._times.append(time.monotonic() if now is None else now)
 
-    def rate(self, now: float | None = None) -> float:
-        """Rate in Hz over the window; 0 with fewer than two events in it."""
+    def rate(self, now: float | None = None, idle_s: float | None = None) -> float:
+        """Rate in Hz over the window; 0 with fewer than two events in it, or none for `idle_s`."""
         now = time.monotonic() if now is None else now
         recent = [t for t in self._times if now - t <= self.window_s]
-        if len(recent) < 2:
+        if len(recent) < 2 or (idle_s is not None and now - recent[-1] > idle_s):
             return 0.0
         span = recent[-1] - recent[0]
         return (len(recent) - 1) / span if span > 0 else 0.0
@@ -38,8 +38,9 @@ class FrameStats:
     stamps are not in the node's clock.
     """
 
-    def __init__(self, latency_window: int = 200) -> None:
+    def __init__(self, latency_window: int = 200, idle_s: float | None = None) -> None:
         self._lock = threading.Lock()
+        self.idle_s = idle_s              # rates read 0 after this long without an event
         self.received = 0
         self.answered = 0
         self.dropped = 0
@@ -56,6 +57,8 @@ class FrameStats:
         self.last_lost_time = -1e9        # monotonic time of the last transport loss
         self.last_received_time = -1e9    # monotonic time of the last received frame
         self.stamps_off_clock = 0         # frames stamped outside the node's clock
+        self.camera_info_paired = 0       # dmnet/camera_info published (stamp = the mask's)
+        self.camera_info_missing = 0      # masks whose CameraInfo never came in time
         self.last_stamp_offset_s = 0.0    # node clock - stamp of the newest answered frame
         # Stamp delays since the last diagnostics update (timestamp status), seconds.
         self._delay_min: float | None = None
@@ -105,6 +108,12 @@ class FrameStats:
             out = (self._delay_min, self._delay_max)
             self._delay_min = self._delay_max = None
             return out
+
+    def on_camera_info(self, paired: int = 0, missing: int = 0) -> None:
+        """CameraInfo published with a mask (`paired`), or given up on (`missing`)."""
+        with self._lock:
+            self.camera_info_paired += paired
+            self.camera_info_missing += missing
 
     def on_rejected(self, error: str) -> None:
         with self._lock:
@@ -158,8 +167,8 @@ class FrameStats:
                 'inference_ms_p95': float(np.percentile(inf, 95)) if inf.size else 0.0,
                 'latency_ms_p50': float(np.percentile(lat, 50)) if lat.size else 0.0,
                 'latency_ms_p95': float(np.percentile(lat, 95)) if lat.size else 0.0,
-                'input_rate_hz': self._in_rate.rate(now),
-                'output_rate_hz': self._out_rate.rate(now),
+                'input_rate_hz': self._in_rate.rate(now, self.idle_s),
+                'output_rate_hz': self._out_rate.rate(now, self.idle_s),
                 'seconds_since_fault': now - self.last_error_time,
                 'seconds_since_reject': now - self.last_reject_time,
                 'seconds_since_lost': now - self.last_lost_time,
@@ -167,6 +176,8 @@ class FrameStats:
                 'frames_lost_in_transport': self.lost_in_transport,
                 'frames_skipped_in_transport': self.skipped_in_transport,
                 'stamps_off_clock': self.stamps_off_clock,
+                'camera_info_paired': self.camera_info_paired,
+                'camera_info_missing': self.camera_info_missing,
                 'stamp_offset_s': self.last_stamp_offset_s,
                 'latency_samples': int(lat.size),
             }

@@ -153,6 +153,10 @@ class ImageInput:
         """Publishers of the input topic now in the graph."""
         return self._node.count_publishers(self.topic)
 
+    def camera_info_publisher_count(self) -> int:
+        """Publishers of the camera_info topic now in the graph."""
+        return self._node.count_publishers(self.camera_info_topic)
+
     def refresh(self) -> str | None:
         """Re-resolve 'auto' reliability against the publishers now present.
 

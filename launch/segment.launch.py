@@ -5,6 +5,7 @@
     ros2 launch dmnet_ros segment.launch.py start_right:=true      # stereo: a second instance
     ros2 launch dmnet_ros segment.launch.py managed:=true          # for a lifecycle manager
     ros2 launch dmnet_ros segment.launch.py use_sim_time:=true     # with `ros2 bag play --clock`
+    ros2 launch dmnet_ros segment.launch.py fastdds_large_frames:=0  # no large-frame profile
 
 The node's output topics are relative, so they resolve in its namespace: the first instance
 publishes /dmnet/{mask,overlay,labels,camera_info} (or /<namespace>/dmnet/... with the
@@ -49,6 +50,9 @@ def _node(image_topic: LaunchConfiguration, **kwargs: object) -> Node:
         parameters=[LaunchConfiguration('params_file'), _node_params()],
         remappings=[('image', image_topic)],
         ros_arguments=['--log-level', LaunchConfiguration('log_level')],
+        # The node gives its own process the shipped Fast DDS large-frame profile unless this
+        # is 0 (or the user set a Fast DDS profile of their own): dmnet_ros/dds_profile.py.
+        additional_env={'DMNET_FASTDDS_LARGE_FRAMES': LaunchConfiguration('fastdds_large_frames')},
         output='screen',
         emulate_tty=True,
         **kwargs,
@@ -94,6 +98,10 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('log_level', default_value='info',
                               description='ROS log level of the nodes: debug, info, warn, '
                                           'error, fatal'),
+        DeclareLaunchArgument('fastdds_large_frames', default_value='1',
+                              description="1: the nodes' own processes use the shipped Fast DDS "
+                                          'large-frame profile (best-effort subscribers get '
+                                          'large masks) unless the user set a profile; 0: off'),
         DeclareLaunchArgument('managed', default_value='false',
                               description='true: start unconfigured for a lifecycle manager '
                                           '(autostart false)'),

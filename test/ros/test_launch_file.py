@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = REPO / 'launch' / 'segment.launch.py'
 ARGUMENTS = {'image_topic', 'namespace', 'params_file', 'checkpoint', 'device', 'start_right',
              'right_image_topic', 'right_namespace', 'image_transport', 'input_reliability',
-             'use_sim_time', 'log_level', 'managed'}
+             'use_sim_time', 'log_level', 'managed', 'fastdds_large_frames'}
 
 
 @pytest.fixture(scope='module')
@@ -80,6 +80,7 @@ def test_launch_arguments(tree):
     assert defaults['image_transport'] == 'raw' and defaults['input_reliability'] == 'auto'
     assert defaults['use_sim_time'] == 'false' and defaults['log_level'] == 'info'
     assert defaults['managed'] == 'false'
+    assert defaults['fastdds_large_frames'] == '1'
 
 
 def test_nodes_reference_installed_package_and_executable(tree):
@@ -109,6 +110,18 @@ def test_nodes_reference_installed_package_and_executable(tree):
     assert _calls(tree, 'IfCondition')
 
 
+def test_large_frame_switch_reaches_the_node_process(tree):
+    """`fastdds_large_frames:=0` sets the node's switch (dds_profile.SWITCH) in its env."""
+    from dmnet_ros.dds_profile import SWITCH
+
+    consts = _constants(tree)
+    env = _kw(_calls(tree, 'Node')[0], 'additional_env', consts)
+    assert isinstance(env, ast.Dict) and [k.value for k in env.keys] == [SWITCH]
+    value = env.values[0]
+    assert isinstance(value, ast.Call) and value.func.id == 'LaunchConfiguration'
+    assert value.args[0].value == 'fastdds_large_frames'
+
+
 def test_params_file_is_installed_and_found_through_the_ament_index(tree):
     consts = _constants(tree)
     joins = _calls(tree, 'PathJoinSubstitution')
@@ -130,7 +143,8 @@ def test_params_file_is_installed_and_found_through_the_ament_index(tree):
 
 def test_parameter_overrides_are_declared_by_the_node(tree):
     keys = set()
-    for d in (n for n in ast.walk(tree) if isinstance(n, ast.Dict)):
+    env = _kw(_calls(tree, 'Node')[0], 'additional_env', {})      # not parameters
+    for d in (n for n in ast.walk(tree) if isinstance(n, ast.Dict) and n is not env):
         keys |= {k.value for k in d.keys if isinstance(k, ast.Constant)}
     declared = set(SPECS) | {'use_sim_time'}     # use_sim_time: declared by rclpy itself
     assert keys and keys <= declared, keys - declared

@@ -165,3 +165,127 @@ def test_failure_mid_write_leaves_no_bag(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r'frame 1: mask \(16, 16\)'):
         make_bag.write_bag(tmp_path / 'bag', src, progress=False)
     assert not (tmp_path / 'bag').exists()
+
+
+# -- issue 46: multi-class masks and mask files beside the frames ----------------------------
+ENDOSCAPES_VAL = Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'endoscapes_seg' / 'val'
+
+
+def _multiclass_folder(root: Path, n: int = 3) -> tuple[Path, Path, list[np.ndarray]]:
+    """Frames and Endoscapes-like masks (class ids 0, 2, 6; 6 = tool)."""
+    src, masks = root / 'frames', root / 'masks'
+    src.mkdir()
+    masks.mkdir()
+    rng = np.random.default_rng(1)
+    gts = []
+    for i in range(n):
+        cv2.imwrite(str(src / f'{i:03d}.jpg'), rng.integers(0, 256, (48, 64, 3), np.uint8))
+        m = np.zeros((48, 64), np.uint8)
+        m[:20, :30] = 2
+        m[30:, 10 + i:40] = 6
+        cv2.imwrite(str(masks / f'{i:03d}.png'), m)
+        gts.append(m)
+    return src, masks, gts
+
+
+def test_multiclass_masks_are_refused_without_a_mapping(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    src, masks, _ = _multiclass_folder(tmp_path)
+    out = tmp_path / 'bag'
+    assert make_bag.main([str(src), '--masks', str(masks), '--out', str(out),
+                          '--no-progress']) == 2
+    err = capsys.readouterr().err
+    assert 'mask values [0, 2, 6] are not binary values' in err and '--mask-values' in err
+    assert err.count('\n') == 1 and not out.exists()
+
+
+@pytest.mark.parametrize('mapping', [['6=instrument'], ['6=1'], ['6=instrument,2=0'],
+                                     ['6=instrument', '2=background']])
+def test_mask_values_map_class_ids(tmp_path: Path, mapping: list[str]) -> None:
+    src, masks, gts = _multiclass_folder(tmp_path)
+    out = tmp_path / 'bag'
+    argv = [str(src), '--masks', str(masks), '--out', str(out), '--no-progress']
+    for m in mapping:
+        argv += ['--mask-values', m]
+    assert make_bag.main(argv) == 0
+    got = [m[2] for m in bag_io.read_masks(out)]
+    assert len(got) == 3
+    for g, gt in zip(got, gts):
+        np.testing.assert_array_equal(g, (gt == 6).astype(np.uint8))
+
+
+@pytest.mark.parametrize('value, needle', [('6', 'want VALUE=CLASS'),
+                                           ('6=tool', "one of ['background', 'instrument']"),
+                                           ('300=1', 'VALUE 0-255'), ('6=2', 'id below 2')])
+def test_bad_mask_values_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, value: str,
+                                  needle: str) -> None:
+    src, masks, _ = _multiclass_folder(tmp_path)
+    assert make_bag.main([str(src), '--masks', str(masks), '--mask-values', value, '--out',
+                          str(tmp_path / 'bag'), '--no-progress']) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count('\n') == 1, err
+
+
+def test_parts_masks_within_the_class_ids_pass_and_others_are_refused(tmp_path: Path) -> None:
+    m = np.array([[0, 1], [2, 3]], np.uint8)
+    np.testing.assert_array_equal(make_bag.convert_mask(m, 'parts', None, Path('a.png')), m)
+    with pytest.raises(ValueError, match='parts class ids 0-3'):
+        make_bag.convert_mask(m * 2, 'parts', None, Path('a.png'))
+    for binary in (np.array([[0, 255]], np.uint8), np.array([[0, 1]], np.uint8)):
+        got = make_bag.convert_mask(binary, 'binary', None, Path('a.png'))
+        np.testing.assert_array_equal(got, [[0, 1]])
+
+
+def test_default_pattern_leaves_out_cholecseg8k_mask_files(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    src = tmp_path / 'video_pixel'
+    src.mkdir()
+    rng = np.random.default_rng(2)
+    for i in (561, 562, 563):
+        cv2.imwrite(str(src / f'frame_{i}_endo.png'), rng.integers(0, 256, (48, 64, 3),
+                                                                    np.uint8))
+        for kind in ('mask', 'color_mask', 'watershed_mask'):
+            cv2.imwrite(str(src / f'frame_{i}_endo_{kind}.png'), np.zeros((48, 64, 3), np.uint8))
+    out = tmp_path / 'bag'
+    assert make_bag.main([str(src), '--out', str(out), '--no-progress']) == 0
+    assert len(_frames(out)) == 3
+    assert 'left out 9 mask-like files' in capsys.readouterr().out
+    assert [make_bag.is_mask_name(Path(n)) for n in
+            ('frame_1_endo.png', 'a_gt.png', 'x-labels.png', 'masked.png', 'gtx.png')] == \
+        [False, True, True, False, False]
+
+
+def test_make_bag_process_on_a_multiclass_folder(tmp_path: Path) -> None:
+    """The console script in its own process, as a user runs it."""
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).parent / 'make_bag'
+    cmd = [str(script)] if script.is_file() else [sys.executable, '-m', 'dmnet_ros.make_bag']
+    src, masks, gts = _multiclass_folder(tmp_path)
+    base = cmd + [str(src), '--masks', str(masks), '--no-progress']
+    refused = subprocess.run(base + ['--out', str(tmp_path / 'a')], capture_output=True,
+                             text=True, timeout=300)
+    assert refused.returncode == 2 and '--mask-values' in refused.stderr
+    assert 'Traceback' not in refused.stderr and not (tmp_path / 'a').exists()
+    done = subprocess.run(base + ['--out', str(tmp_path / 'b'), '--mask-values', '6=instrument'],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert '3 frames' in done.stdout and '3 masks' in done.stdout
+    got = [m[2] for m in bag_io.read_masks(tmp_path / 'b')]
+    for g, gt in zip(got, gts):
+        np.testing.assert_array_equal(g, (gt == 6).astype(np.uint8))
+
+
+def test_real_endoscapes_masks_need_the_tool_class(tmp_path: Path) -> None:
+    if not (ENDOSCAPES_VAL / 'masks').is_dir():
+        pytest.skip(f'shared Endoscapes data absent (expected at {ENDOSCAPES_VAL})')
+    common = [str(ENDOSCAPES_VAL / 'images'), '--masks', str(ENDOSCAPES_VAL / 'masks'),
+              '--max-frames', '2', '--no-progress']
+    assert make_bag.main(common + ['--out', str(tmp_path / 'a')]) == 2
+    assert make_bag.main(common + ['--out', str(tmp_path / 'b'), '--mask-values',
+                                   '6=instrument']) == 0
+    first = sorted((ENDOSCAPES_VAL / 'masks').glob('*.png'))[0]
+    gt = read_mask(first)
+    got = bag_io.read_masks(tmp_path / 'b')[0][2]
+    np.testing.assert_array_equal(got, (gt == 6).astype(np.uint8))

@@ -150,7 +150,7 @@ def test_diagnostics_content(client):
                 'latency_ms_p50', 'latency_ms_p95', 'inference_ms', 'device', 'input_rate_hz',
                 'output_rate_hz', 'faults'):
         assert key in values, key
-    assert status.hardware_id == 'dmnet/cpu' and values['device'] == 'cpu'
+    assert status.hardware_id == '/dmnet@cpu' and values['device'] == 'cpu'
     assert int(values['frames_answered']) >= 3
     assert 0 < float(values['inference_ms']) < 5000
     assert float(values['latency_ms_p95']) >= float(values['latency_ms_p50']) > 0

@@ -36,7 +36,8 @@ def test_fixed_parameter_names_exist():
 def test_read_only_where_a_reload_is_needed():
     dynamic = {p.name for p in node_params.PARAMS if not p.read_only}
     assert dynamic == {'mask_value_mode', 'overlay.alpha', 'overlay.palette',
-                       'reset.time_jump_s', 'debug.inject_fault_every', 'debug.step_delay_s'}
+                       'reset.time_jump_s', 'debug.inject_fault_every', 'debug.step_delay_s',
+                       'camera_info.wait_s'}
     # Model and memory: settable at any time, used by the next lifecycle configure.
     on_configure = {p.name for p in node_params.PARAMS if p.reconfigure}
     assert {'checkpoint', 'device', 'precision', 'memory.capacity'} <= on_configure
@@ -182,9 +183,15 @@ def test_diagnostics_levels_and_reasons():
     # A publisher is matched but no frame ever arrived: stale.
     s = d.segmentation_status(_diag_values(), cfg, '/dmnet', 'dmnet/cpu')
     assert s.level == d.WARN and 'no frame since activation' in s.message
-    # No publisher: an idle node is fine.
-    s = d.segmentation_status(_diag_values(publishers=0), cfg, '/dmnet', 'dmnet/cpu')
-    assert s.level == d.OK and s.message == 'ok' and s.name == '/dmnet: segmentation'
+    # No publisher for longer than stale_s after activation (a dead camera driver): WARN.
+    s = d.segmentation_status(_diag_values(publishers=0, input_topic='/cam/image_raw'), cfg,
+                              '/dmnet', '/dmnet@cpu')
+    assert s.level == d.WARN and s.name == '/dmnet: segmentation'
+    assert 'no publisher matched on /cam/image_raw' in s.message
+    # ... but not within stale_s of activation, nor of the last frame.
+    for quiet in ({'seconds_active': 2.0}, {'seconds_since_frame': 2.0}):
+        s = d.segmentation_status(_diag_values(publishers=0, **quiet), cfg, '/dmnet', 'h')
+        assert s.level == d.OK and s.message == 'ok'
     # Frames flow at the input rate: OK; at a fifth of it: WARN; transport losses: WARN.
     flowing = dict(seconds_since_frame=0.1, input_rate_hz=30.0, output_rate_hz=29.0)
     assert d.segmentation_status(_diag_values(**flowing), cfg, 'n', 'h').level == d.OK
@@ -228,7 +235,39 @@ def test_frequency_status_follows_diagnostic_updater():
     f = d.frequency_status(_diag_values(input_rate_hz=0.0), cfg, 'n', 'h', 5.0)
     assert f.level == d.ERROR and f.message == 'No events recorded.'
     f = d.frequency_status(_diag_values(input_rate_hz=0.0, publishers=0), cfg, 'n', 'h', 5.0)
-    assert f.level == d.OK
+    assert f.level == d.WARN and f.message == 'No events recorded: no publisher matched'
+    f = d.frequency_status(_diag_values(input_rate_hz=0.0, publishers=0, seconds_active=1.0),
+                           cfg, 'n', 'h', 5.0)
+    assert f.level == d.OK and f.message == 'no publisher matched'
+
+
+@pytest.mark.parametrize('state', ['unconfigured', 'inactive'])
+def test_every_lifecycle_state_has_statuses_that_say_so(state):
+    from dmnet_ros import diagnostics as d
+
+    cfg = d.DiagConfig(stale_s=3.0)
+    v = _diag_values(active=False, lifecycle_state=state, publishers=0)
+    s = d.segmentation_status(v, cfg, '/dmnet', '/dmnet@auto')
+    assert s.level == d.OK and s.message.startswith(state)
+    f = d.frequency_status(v, cfg, '/dmnet', 'h', 5.0)
+    t = d.timestamp_status(v, (None, None), cfg, '/dmnet', 'h')
+    assert (f.level, f.message) == (t.level, t.message) == (d.OK, state)
+    if state == 'unconfigured':   # a failed configure: WARN with the reason
+        v['configure_error'] = 'checkpoint not found: /nope.safetensors'
+        s = d.segmentation_status(v, cfg, '/dmnet', '/dmnet@auto')
+        assert s.level == d.WARN and 'configure failed: checkpoint not found' in s.message
+
+
+def test_input_rate_reads_zero_once_frames_stop_for_stale_s():
+    from dmnet_ros.stats import RateMeter
+
+    m = RateMeter(window_s=5.0)
+    for t in (0.0, 0.5, 1.0, 1.5, 2.0):
+        m.tick(t)
+    assert m.rate(2.1, idle_s=3.0) == pytest.approx(2.0)
+    assert m.rate(4.9, idle_s=3.0) == pytest.approx(2.0)    # within stale_s: the last rate
+    assert m.rate(5.1, idle_s=3.0) == 0.0                   # past it: 0, not "met"
+    assert m.rate(5.1) == pytest.approx(2.0)                # (the old reading: still 2 Hz)
 
 
 @pytest.mark.parametrize('name,old,word', [('memory.label_propagation', -1.0, 'checkpoint'),
