@@ -8,6 +8,12 @@
 Per frame: resize to the inference size, encode once, ELM step with the carried LSTM state and
 local window, read n frames of the global bank (cached keys/values), decode, resize the logits
 back; then the selection policy decides whether the frame joins the bank. Causal by construction.
+
+Cost at camera sizes (issue 44): the frame is resized once as uint8 (cv2, area); the labels come
+from a cv2 bilinear resize of the quarter-size logits straight to the input size (binary: the one
+foreground-minus-background logit, thresholded at 0), the same argmax as upsampling every logit
+in torch at a few per cent of its cost. On CUDA (`io_on_device`) the uint8 frame goes up once,
+resize, normalise, upsample and argmax run there, and one uint8 mask comes back.
 """
 from __future__ import annotations
 
@@ -76,14 +82,25 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def cpu_has_bf16() -> bool:
+    """Does oneDNN run bf16 convolutions natively here (AVX-512-BF16 or AMX)?"""
+    try:
+        return bool(torch.backends.mkldnn.is_available()
+                    and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> fp16 on CUDA, fp32 on the CPU; fp16/bf16 fall back to fp32 on the CPU."""
+    """'auto' -> fp16 on CUDA, fp32 on the CPU; fp16 falls back to fp32 on the CPU, and so
+    does bf16 on a CPU without native bf16 (see `cpu_has_bf16`)."""
     if precision not in PRECISIONS:
         raise ValueError(f'precision {precision!r} not in {PRECISIONS}')
     if precision == 'auto':
         return 'fp16' if device.type == 'cuda' else 'fp32'
-    if precision in ('fp16', 'bf16') and device.type != 'cuda':
-        log.warning('precision %s is only used on CUDA; running fp32 on %s', precision, device)
+    if device.type != 'cuda' and (precision == 'fp16'
+                                  or (precision == 'bf16' and not cpu_has_bf16())):
+        log.warning('precision %s is not used on this %s; running fp32', precision, device)
         return 'fp32'
     return precision
 
@@ -96,7 +113,8 @@ class Segmenter:
             with batch norm folded into the convolutions, on `device`.
         config: its configuration (memory settings as used here).
         device: where to run.
-        precision: 'fp32', 'fp16' or 'bf16' (the latter two autocast, CUDA only).
+        precision: 'fp32', 'fp16' or 'bf16' (the latter two autocast: fp16 on CUDA only, bf16
+            on CUDA and on CPUs with native bf16).
         inference_size: (H, W), multiples of 32; frames are resized to it and back.
     """
 
