@@ -436,3 +436,20 @@ def test_warm_up_leaves_a_fresh_segmenter():
     for img in frames(3, seed=9):
         assert np.array_equal(seg.step(img, return_probs=True)[1],
                               fresh.step(img, return_probs=True)[1])
+
+
+def test_bf16_on_the_cpu_where_native(monkeypatch):
+    """bf16 runs on a CPU with native bf16 (autocast), else falls back to fp32 with a warning."""
+    from dmnet_core import segmenter as segmod
+    cfg = tiny_config()
+    model = tiny_model(cfg)
+    monkeypatch.setattr(segmod, 'cpu_has_bf16', lambda: False)
+    assert Segmenter(model, cfg, 'cpu', 'bf16').precision == 'fp32'
+    monkeypatch.setattr(segmod, 'cpu_has_bf16', lambda: True)
+    seg, ref = Segmenter(model, cfg, 'cpu', 'bf16'), Segmenter(model, cfg, 'cpu', 'fp32')
+    assert seg.precision == 'bf16'
+    for img in frames(3, seed=11, size=(96, 120)):
+        labels, probs = seg.step(img, return_probs=True)
+        ref_labels, ref_probs = ref.step(img, return_probs=True)
+        assert np.isfinite(probs).all() and np.abs(probs - ref_probs).max() < 0.1
+        assert (labels != ref_labels).mean() < 0.05
