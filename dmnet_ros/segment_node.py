@@ -9,9 +9,11 @@ process configures and activates the node by itself.
 
 Threads: the executor thread runs the subscription callbacks (validate, then put the frame in
 a one-slot buffer: a newer frame replaces an unprocessed one, which counts as dropped), the
-reset service, the diagnostics timer and the lifecycle services; the model loop decodes, runs
-`Segmenter.step` and publishes. The process runs the model loop on its main thread (PyTorch's
-CPU kernels measured about 1.4x slower from a second Python thread). `~/reset` only records the
+reset service, the diagnostics timer and the lifecycle services; the model loop converts (a
+view of `msg.data` for rgb8/bgr8 frames, no copy), runs `Segmenter.step` and publishes. Each
+stage's time is in the diagnostics (`stage_ms.*`); the model is warmed up at configure. The
+process runs the model loop on its main thread (PyTorch's CPU kernels measured about 1.4x slower
+from a second Python thread). `~/reset` only records the
 request, so it answers at once; the model loop clears the memory before its next frame. Every
 received frame ends up answered, dropped or rejected; frames the transport lost are counted.
 
@@ -180,6 +182,7 @@ class SegmentNode(ManagedNode, LifecycleNode):
         self.stats.on_stages(take=(time.perf_counter() - t0) * 1e3)
 
     def _on_compressed(self, msg: CompressedImage) -> None:
+        t0 = time.perf_counter()
         self.stats.on_received()
         try:
             image_codec.validate_compressed(msg)
@@ -187,6 +190,7 @@ class SegmentNode(ManagedNode, LifecycleNode):
             self._reject(f'compressed image: {exc}')
             return
         self._offer(_Frame(msg.header, msg, compressed=True))
+        self.stats.on_stages(take=(time.perf_counter() - t0) * 1e3)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         with self._info_lock:
