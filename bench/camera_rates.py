@@ -1,5 +1,8 @@
 """What reaches the node from a camera in another process: frames sent / received / answered /
-dropped / lost in transport, per frame size and camera QoS, at camera rate.
+dropped / lost in transport, per frame size and camera QoS, at camera rate; beside it the
+standalone `Segmenter.step` rate at each size, measured in the same run (same environment and
+threads as the node, before the node starts), the ratio answered / standalone, and where the
+node's time per answered frame went (its `stage_total_ms.*` diagnostics over the row).
 
 Starts `segment_node` with default parameters (plus `device` and, for the "keeps up" rows, a
 small `inference_size`) on a private localhost-only ROS domain, then runs the camera stand-in
@@ -7,6 +10,8 @@ small `inference_size`) on a private localhost-only ROS domain, then runs the ca
 /diagnostics before and after. Prints a Markdown table (and writes JSON with --json).
 
     python -m bench.camera_rates --seconds 3
+    python -m bench.camera_rates --seconds 5 --sizes 640x480,1280x1024,1920x1080 \
+        --qos reliable --models default --json bench/results/camera_rates.json
 """
 from __future__ import annotations
 
@@ -40,16 +45,56 @@ DiagnosticsWatch, NodeProcess, RosClient, ros_env = (
 SIZES = ((640, 480), (1280, 1024), (1920, 1080))
 COUNTERS = ('frames_received', 'frames_answered', 'frames_dropped', 'frames_lost_in_transport',
             'frames_skipped_in_transport')
+STAGES = ('take', 'convert', 'prepare', 'model', 'post', 'publish_mask', 'camera_info',
+          'overlay', 'diagnostics')
+# The step alone, in a process like the node's: seconds, then one JSON line.
+STANDALONE = """
+import json, sys, time
+import numpy as np
+from dmnet_core import load_segmenter
+args = json.loads(sys.argv[1])
+size = args['inference_size'] if args['inference_size'] else None
+seg = load_segmenter(None, args['device'], inference_size=size)
+seg.warm_up()
+rng = np.random.default_rng(0)
+out = {}
+for w, h in args['sizes']:
+    frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(4)]
+    seg.reset()
+    for f in frames:
+        seg.step(f)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < args['seconds'] or n < 5:
+        seg.step(frames[n % 4])
+        n += 1
+    out[f'{w}x{h}'] = n / (time.perf_counter() - t0)
+print(json.dumps(out))
+"""
 
 
-def _counters(diag: DiagnosticsWatch) -> dict[str, int]:
+def _counters(diag: DiagnosticsWatch) -> dict[str, float]:
     v = diag.latest()[1]
-    return {k: int(v[k]) for k in COUNTERS}
+    out = {k: int(v[k]) for k in COUNTERS}
+    out.update({f'stage_total_ms.{s}': float(v.get(f'stage_total_ms.{s}', 0.0))
+                for s in STAGES})
+    return out
+
+
+def standalone_rates(env: dict, params: dict, args: argparse.Namespace) -> dict[str, float]:
+    """`Segmenter.step` per second at each frame size, alone, in the node's environment."""
+    spec = {'device': params.get('device', 'cpu'),
+            'inference_size': params.get('inference_size'), 'seconds': args.standalone_seconds,
+            'sizes': [list(s) for s in args.sizes]}
+    out = subprocess.run([sys.executable, '-c', STANDALONE, json.dumps(spec)], env=env,
+                         capture_output=True, text=True, check=True, cwd=REPO)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def run_model(env: dict, model: str, params: dict, args: argparse.Namespace) -> list[dict]:
     """One node process, every size and camera QoS against it."""
     rows = []
+    alone = standalone_rates(env, params, args)
+    print(json.dumps({'model': model, 'standalone_steps_per_s': alone}), flush=True)
     with NodeProcess(params, remaps={'image': '/cam/image_raw'}, env=env) as node, \
             RosClient(env, name='camera_rates') as client:
         node.wait_ready(300)
@@ -76,6 +121,15 @@ def run_model(env: dict, model: str, params: dict, args: argparse.Namespace) -> 
                 row = {'model': model, 'size': f'{width}x{height}', 'camera_qos': qos,
                        'rate_hz': args.rate, 'sent': sent,
                        **{k.removeprefix('frames_'): after[k] - before[k] for k in COUNTERS}}
+                # Per second of camera time; the standalone rate of the same size and run.
+                row['answered_per_s'] = row['answered'] * args.rate / max(sent, 1)
+                row['standalone_per_s'] = alone[f'{width}x{height}']
+                row['answered_over_standalone'] = row['answered_per_s'] / row['standalone_per_s']
+                n = max(row['answered'], 1)
+                row['stage_ms'] = {
+                    s: (after[f'stage_total_ms.{s}'] - before[f'stage_total_ms.{s}'])
+                    / (max(row['received'], 1) if s == 'take' else n)
+                    for s in STAGES if s != 'diagnostics'}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         node.stop()
@@ -90,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--camera-depth', type=int, default=10,
                    help="the camera's publisher history depth (rclcpp's default is 10)")
     p.add_argument('--small', default='64,64', help="'keeps up' inference size H,W")
+    p.add_argument('--standalone-seconds', type=float, default=4.0,
+                   help='seconds of standalone steps per size')
     p.add_argument('--json', type=Path, help='also write the rows here')
     p.add_argument('--sizes', default=','.join(f'{w}x{h}' for w, h in SIZES),
                    help='frame sizes WxH, comma-separated')
@@ -111,12 +167,23 @@ def main(argv: list[str] | None = None) -> int:
     if 'default' in args.models:
         rows += run_model(env, 'default', {'device': args.device, **extra}, args)
     print('\n| model step | frame | camera QoS | sent | received | answered | dropped '
-          '(newest wins) | lost (event) | skipped (seq. gaps) |')
-    print('|---|---|---|---|---|---|---|---|---|')
+          '(newest wins) | lost (event) | skipped (seq. gaps) | answered/s | standalone/s | '
+          'ratio |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|---|')
     for r in rows:
         print(f"| {r['model']} | {r['size']} | {r['camera_qos']} | {r['sent']} | "
               f"{r['received']} | {r['answered']} | {r['dropped']} | {r['lost_in_transport']} | "
-              f"{r['skipped_in_transport']} |")
+              f"{r['skipped_in_transport']} | {r['answered_per_s']:.1f} | "
+              f"{r['standalone_per_s']:.1f} | {r['answered_over_standalone']:.2f} |")
+    names = [s for s in STAGES if s != 'diagnostics']
+    print('\nNode time per answered frame, ms (take: per received frame, executor thread)\n')
+    print('| model step | frame | camera QoS | ' + ' | '.join(names) + ' | sum |')
+    print('|---|---|---|' + '---|' * (len(names) + 1))
+    for r in rows:
+        st = r['stage_ms']
+        print(f"| {r['model']} | {r['size']} | {r['camera_qos']} | "
+              + ' | '.join(f'{st[s]:.1f}' for s in names)
+              + f" | {sum(st[s] for s in names if s != 'take'):.1f} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0

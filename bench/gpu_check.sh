@@ -8,12 +8,17 @@
 # 4. with WHEELHOUSE (bench/make_wheelhouse.sh: cp312 rclpy, Fast DDS, messages, rosbags): a venv
 #    that sees this Python's torch, then the node end to end through the replay harness on a
 #    synthetic bag: lockstep replay at NODE_SIZE and real-time replay at NODE_FPS Hz,
-#    publish-to-mask latency p50/p95, frames answered/dropped;
+#    publish-to-mask latency p50/p95, frames answered/dropped; then (issue 44) the node end to
+#    end with a NODE_FPS Hz publisher at each of E2E_SIZES (bench/node_latency.py): p50/p95 and
+#    each stage's share of the node's time per frame;
 # then one final table. Everything lands under $OUT. About 3-4 minutes on an H100 (+ step 4).
 # Overrides: PYTHON, DEVICE (cuda), SIZE (1024x1280), PRECISION (fp16), FRAMES (30),
 # WARMUP (5), SOAK_FRAMES (2000), COMPILE=1 (adds a torch.compile run of the main table),
 # SKIP_MODEL=1 (steps 1-3 skipped), NODE_SIZE ($SIZE), NODE_FRAMES (60), NODE_FPS (30),
-# NODE_VENV (/tmp/dmnet-node-venv), NODE_WORK (/tmp/dmnet-node: bag and report folders).
+# NODE_VENV (/tmp/dmnet-node-venv), NODE_WORK (/tmp/dmnet-node: bag and report folders),
+# E2E_SIZES ("1024x1280 1080x1920"), E2E_FRAMES (90), NODE_PY (a Python with rclpy and torch:
+# step 4 without building the venv, e.g. a dry run on a CPU: DEVICE=cpu SKIP_MODEL=1
+# NODE_PY=.venv/bin/python PRECISION=fp32 bash bench/gpu_check.sh).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 cd "$(dirname "$0")/.."
@@ -32,6 +37,9 @@ NODE_FRAMES=${NODE_FRAMES:-60}
 NODE_FPS=${NODE_FPS:-30}
 NODE_VENV=${NODE_VENV:-/tmp/dmnet-node-venv}
 NODE_WORK=${NODE_WORK:-/tmp/dmnet-node}
+NODE_PY=${NODE_PY:-}
+E2E_SIZES=${E2E_SIZES:-1024x1280 1080x1920}
+E2E_FRAMES=${E2E_FRAMES:-90}
 mkdir -p "$OUT"
 status=0
 
@@ -73,13 +81,19 @@ fi
 
 fi   # SKIP_MODEL
 
-if [[ -n "$WHEELHOUSE" ]]; then
-  echo "== node venv ($NODE_VENV: this Python's torch + the wheels of $WHEELHOUSE, offline)"
-  if ! bash bench/node_venv.sh "$PY" "$WHEELHOUSE" "$NODE_VENV" 2>&1 | tee "$OUT/node_venv.txt"
-  then
+if [[ -n "$WHEELHOUSE" || -n "$NODE_PY" ]]; then
+  if [[ -n "$NODE_PY" ]]; then
+    VPY=$NODE_PY; venv_ok=1
+  else
+    echo "== node venv ($NODE_VENV: this Python's torch + the wheels of $WHEELHOUSE, offline)"
+    venv_ok=0
+    bash bench/node_venv.sh "$PY" "$WHEELHOUSE" "$NODE_VENV" 2>&1 | tee "$OUT/node_venv.txt" \
+      && venv_ok=1
+    VPY=$NODE_VENV/bin/python
+  fi
+  if [[ $venv_ok != 1 ]]; then
     echo "node venv FAILED"; status=1
   else
-    VPY=$NODE_VENV/bin/python
     rm -rf "$NODE_WORK"
     mkdir -p "$NODE_WORK"
     echo "== synthetic bag ($NODE_FRAMES frames at $NODE_SIZE, $NODE_FPS fps)"
@@ -101,6 +115,14 @@ if [[ -n "$WHEELHOUSE" ]]; then
         tail -n 20 "$NODE_WORK/replay_$mode/node.log" 2>/dev/null || true
         status=1
       fi
+    done
+    # End to end at camera sizes with a NODE_FPS Hz publisher: p50/p95 and stage shares.
+    for size in $E2E_SIZES; do
+      echo "== node end to end ($size at $NODE_FPS Hz on $DEVICE, $PRECISION)"
+      timeout 600 "$VPY" bench/node_latency.py --device "$DEVICE" --precision "$PRECISION" \
+          --size "$size" --rate "$NODE_FPS" --frames "$E2E_FRAMES" --warmup 10 \
+          --startup-timeout 300 --json "$OUT/node_e2e_$size.json" 2>&1 \
+          | tee "$OUT/node_e2e_$size.txt" || { echo "node end to end $size FAILED"; status=1; }
     done
   fi
 fi
@@ -144,5 +166,17 @@ if any(node.values()):
             print(f"{label:<10} {'x'.join(map(str, size or [])):>10} {r['frames_sent']:>5} "
                   f"{r['frames_answered']:>8} {r['frames_dropped']:>7} "
                   f"{lat_ms['p50'] or 0:>8.1f} {lat_ms['p95'] or 0:>8.1f} {fps or 0:>10.1f}")
+e2e = sorted(out.glob('node_e2e_*.json'))
+if e2e:
+    print('node end to end at camera sizes (bench/node_latency.py; mask received - stamp)')
+    print(f"{'input':>10} {'model':>8} {'Hz':>4} {'sent':>5} {'masks':>5} {'p50 ms':>8} "
+          f"{'p95 ms':>8}  stage shares of the node's time per frame")
+    for path in e2e:
+        r = json.loads(path.read_text())
+        shares = ', '.join(f'{k} {v:.0%}' for k, v in
+                           sorted(r['stage_share'].items(), key=lambda kv: -kv[1]) if v >= 0.005)
+        print(f"{r['input_size']:>10} {r['inference_size']:>8} {r['rate_hz']:>4g} "
+              f"{r['frames_sent']:>5} {r['masks_received']:>5} {r['e2e_latency_ms_p50']:>8.1f} "
+              f"{r['e2e_latency_ms_p95']:>8.1f}  {shares}")
 PYEOF
 exit $status

@@ -7,7 +7,9 @@ and reports, at the node's default inference size unless told otherwise:
     (one machine, one clock), p50 / p95 / max;
   - the node's own figures from /diagnostics: model inference time p50 / p95 and its
     latency (publish time minus stamp);
-  - frames sent, answered, dropped by the node, lost.
+  - frames sent, answered, dropped by the node, lost;
+  - where the node's time per frame went (its `stage_ms.*` diagnostics: take, convert, prepare,
+    model, post, publish_mask, camera_info, overlay) and each stage's share of their sum.
 
     python -m bench.node_latency --frames 60 --rate 5 --json out.json
     python -m bench.node_latency --device cuda --rate 30
@@ -171,6 +173,10 @@ def run(args: argparse.Namespace) -> dict:
     def pct(q: float) -> float:
         return float(np.percentile(lat, q)) if lat.size else float('nan')
 
+    stages = {k.removeprefix('stage_ms.'): float(v) for k, v in values.items()
+              if k.startswith('stage_ms.') and k != 'stage_ms.diagnostics'}
+    total = sum(stages.values())
+
     return {
         'device': values.get('device', args.device),
         'precision': values.get('precision', args.precision),
@@ -194,6 +200,9 @@ def run(args: argparse.Namespace) -> dict:
         'node_latency_ms_p95': float(values.get('latency_ms_p95', 'nan')),
         'model_note': next((ln.strip() for ln in node_log.splitlines()
                             if 'randomly initialised' in ln), 'trained checkpoint'),
+        'node_warmup_ms': float(values.get('warmup_ms', 'nan')),
+        'stage_ms': stages,
+        'stage_share': {k: v / total for k, v in stages.items()} if total > 0 else {},
     }
 
 
@@ -252,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     res = run_model_only(args) if args.model_only else run(args)
     width = max(len(k) for k in res)
     for k, v in res.items():
+        if isinstance(v, dict):
+            v = ', '.join(f'{n} {x:.3g}' for n, x in v.items())
         print(f'{k:<{width}}  {v:.1f}' if isinstance(v, float) else f'{k:<{width}}  {v}')
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,12 @@
 Per frame: resize to the inference size, encode once, ELM step with the carried LSTM state and
 local window, read n frames of the global bank (cached keys/values), decode, resize the logits
 back; then the selection policy decides whether the frame joins the bank. Causal by construction.
+
+Cost at camera sizes (issue 44): the frame is resized once as uint8 (cv2, area); the labels come
+from a cv2 bilinear resize of the quarter-size logits straight to the input size (binary: the one
+foreground-minus-background logit, thresholded at 0), the same argmax as upsampling every logit
+in torch at a few per cent of its cost. On CUDA (`io_on_device`) the uint8 frame goes up once,
+resize, normalise, upsample and argmax run there, and one uint8 mask comes back.
 """
 from __future__ import annotations
 
@@ -47,6 +53,8 @@ PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
 WEIGHT_FREE_KEYS = ('n_read', 'read_sampling', 'capacity', 'policy', 'alpha', 'beta', 'eviction',
                     'uniform_stride', 'seed')
 DEFAULT_SEED = 0
+# Steps `Segmenter.warm_up` takes: an empty bank, a one-frame bank, one more.
+WARMUP_STEPS = 3
 # Overrides beside the global memory's: the memories' switches and label propagation's weight.
 SWITCH_KEYS = ('local_enabled', 'global_enabled', 'label_propagation', 'local_vote_radius')
 
@@ -74,14 +82,25 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def cpu_has_bf16() -> bool:
+    """Does oneDNN run bf16 convolutions natively here (AVX-512-BF16 or AMX)?"""
+    try:
+        return bool(torch.backends.mkldnn.is_available()
+                    and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> fp16 on CUDA, fp32 on the CPU; fp16/bf16 fall back to fp32 on the CPU."""
+    """'auto' -> fp16 on CUDA, fp32 on the CPU; fp16 falls back to fp32 on the CPU, and so
+    does bf16 on a CPU without native bf16 (see `cpu_has_bf16`)."""
     if precision not in PRECISIONS:
         raise ValueError(f'precision {precision!r} not in {PRECISIONS}')
     if precision == 'auto':
         return 'fp16' if device.type == 'cuda' else 'fp32'
-    if precision in ('fp16', 'bf16') and device.type != 'cuda':
-        log.warning('precision %s is only used on CUDA; running fp32 on %s', precision, device)
+    if device.type != 'cuda' and (precision == 'fp16'
+                                  or (precision == 'bf16' and not cpu_has_bf16())):
+        log.warning('precision %s is not used on this %s; running fp32', precision, device)
         return 'fp32'
     return precision
 
@@ -94,7 +113,8 @@ class Segmenter:
             with batch norm folded into the convolutions, on `device`.
         config: its configuration (memory settings as used here).
         device: where to run.
-        precision: 'fp32', 'fp16' or 'bf16' (the latter two autocast, CUDA only).
+        precision: 'fp32', 'fp16' or 'bf16' (the latter two autocast: fp16 on CUDA only, bf16
+            on CUDA and on CPUs with native bf16).
         inference_size: (H, W), multiples of 32; frames are resized to it and back.
     """
 
@@ -132,6 +152,11 @@ class Segmenter:
         self.last_admitted = False
         self.compiled = False                  # set by compile_network()
         self.compile_error: str | None = None
+        # Frame in and labels out on the device (resize, normalise, upsample, argmax there):
+        # the CUDA path; tests switch it on for the CPU too.
+        self.io_on_device = self.device.type == 'cuda'
+        self._buffers: dict[str, torch.Tensor] = {}
+        self.last_timings: dict[str, float] = {}
         # Test hook: called with the frame index at the start of `step` (may raise).
         self.fault_hook: Callable[[int], None] | None = None
 
@@ -215,13 +240,23 @@ class Segmenter:
         return torch.autocast(self.device.type, dtype=dtype or torch.float32,
                               enabled=dtype is not None)
 
-    def _prepare(self, image: np.ndarray) -> torch.Tensor:
-        """H x W x 3 uint8 -> 1 x 3 x h x w normalised on the device, at the inference size."""
+    def _prepare(self, image: np.ndarray, bgr: bool = False) -> torch.Tensor:
+        """H x W x 3 uint8 -> 1 x 3 x h x w normalised on the device, at the inference size.
+
+        On the host: one cv2 resize of the uint8 frame (area when shrinking), the channel swap
+        of a BGR frame after it (at the small size). With `io_on_device`: the uint8 frame goes
+        up once (through a pinned buffer on CUDA) and is resized and normalised there.
+        """
+        if self.io_on_device:
+            return self._prepare_on_device(image, bgr)
         h, w = self.inference_size
         if image.shape[:2] != (h, w):
             shrink = image.shape[0] > h and image.shape[1] > w
+            # cv2 takes strided rows (a view of a padded message) as they are: no copy first.
             image = cv2.resize(image, (w, h),
                                interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        if bgr:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         # Upload uint8 and normalise on the device: a quarter of the bytes of a float32 copy.
         x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, non_blocking=True)
         x = normalize(x.movedim(-1, -3), self.config).unsqueeze(0)
@@ -229,13 +264,79 @@ class Segmenter:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def step(self, image: np.ndarray, return_probs: bool = False
+    def _staging(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """A reusable uint8 host buffer (pinned on CUDA, so copies can be asynchronous)."""
+        buf = self._buffers.get(name)
+        if buf is None or tuple(buf.shape) != tuple(shape):
+            buf = torch.empty(shape, dtype=torch.uint8, pin_memory=self.device.type == 'cuda')
+            self._buffers[name] = buf
+        return buf
+
+    def _prepare_on_device(self, image: np.ndarray, bgr: bool) -> torch.Tensor:
+        """The GPU input path: upload uint8 once, resize and normalise on the device."""
+        src = torch.from_numpy(np.ascontiguousarray(image))
+        if self.device.type == 'cuda':
+            buf = self._staging('in', tuple(src.shape))
+            buf.copy_(src)
+            src = buf.to(self.device, non_blocking=True)
+        x = src.permute(2, 0, 1).unsqueeze(0).float()            # 1 x 3 x H x W, 0..255
+        if bgr:
+            x = x.flip(1)
+        h, w = self.inference_size
+        if tuple(x.shape[-2:]) != (h, w):
+            shrink = x.shape[-2] > h and x.shape[-1] > w
+            x = F.interpolate(x, size=(h, w), mode='area') if shrink else \
+                F.interpolate(x, size=(h, w), mode='bilinear', align_corners=False)
+        x = normalize(x[0].div_(255.0), self.config).unsqueeze(0)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _labels_on_host(self, logits: torch.Tensor, height: int, width: int) -> np.ndarray:
+        """1 x K x h' x w' logits -> H x W uint8 labels with cv2's SIMD bilinear resize.
+
+        Equal to the argmax of the bilinearly upsampled logits (torch's `align_corners=False`
+        and cv2's INTER_LINEAR sample the same points): binary thresholds the one upsampled
+        foreground-minus-background logit, K classes keep a running maximum plane by plane.
+        """
+        lo = logits[0].float().contiguous().numpy()              # K x h' x w'
+        size = (width, height)
+        if lo.shape[0] == 2:
+            up = cv2.resize(lo[1] - lo[0], size, interpolation=cv2.INTER_LINEAR)
+            return np.greater(up, 0.0).view(np.uint8)
+        best = cv2.resize(lo[0], size, interpolation=cv2.INTER_LINEAR)
+        labels = np.zeros((height, width), dtype=np.uint8)
+        for k in range(1, lo.shape[0]):
+            up = cv2.resize(lo[k], size, interpolation=cv2.INTER_LINEAR)
+            labels[up > best] = k             # strictly greater: ties keep the first class
+            np.maximum(best, up, out=best)
+        return labels
+
+    def _labels_on_device(self, logits: torch.Tensor, height: int, width: int) -> np.ndarray:
+        """The GPU output path: upsample and argmax on the device, one uint8 copy back."""
+        lo = logits.float()
+        if lo.shape[1] == 2:
+            up = F.interpolate(lo[:, 1:2] - lo[:, 0:1], size=(height, width), mode='bilinear',
+                               align_corners=False)
+            labels = (up[0, 0] > 0).to(torch.uint8)
+        else:
+            up = F.interpolate(lo, size=(height, width), mode='bilinear', align_corners=False)
+            labels = up.argmax(dim=1)[0].to(torch.uint8)
+        if self.device.type != 'cuda':
+            return labels.numpy()
+        out = self._staging('out', (height, width))
+        out.copy_(labels, non_blocking=True)
+        torch.cuda.current_stream(self.device).synchronize()
+        return out.numpy().copy()        # the pinned buffer is reused by the next step
+
+    def step(self, image: np.ndarray, return_probs: bool = False, *, bgr: bool = False
              ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Segment the next frame of the video.
 
         Args:
-            image: H x W x 3 uint8 RGB, any size.
+            image: H x W x 3 uint8 RGB, any size (rows may be strided, e.g. a message's view).
             return_probs: also return class probabilities.
+            bgr: the image is BGR (swapped after the resize, at the inference size).
 
         Returns:
             labels H x W uint8 class ids, or (labels, probs K x H x W float32).
@@ -245,7 +346,8 @@ class Segmenter:
         if self.fault_hook is not None:
             self.fault_hook(frame)
         height, width = image.shape[:2]
-        x = self._prepare(image)
+        t0 = time.perf_counter()
+        x = self._prepare(image, bgr)
         with torch.inference_mode():
             if self.device.type == 'cuda':
                 torch.cuda.synchronize(self.device)
@@ -273,14 +375,25 @@ class Segmenter:
                     admitted = update_bank(
                         self.bank, self.policy, self.capacity, frame, logits, f32,
                         self.model.global_key_value, shares)
-            # One resize from 1/4 of the inference size straight to the input size.
-            logits = F.interpolate(logits.float(), size=(height, width), mode='bilinear',
-                                   align_corners=False)
-            labels_t = logits.argmax(dim=1)[0].to(torch.uint8)
-            probs_t = torch.softmax(logits[0], dim=0) if return_probs else None
             if self.device.type == 'cuda':
                 torch.cuda.synchronize(self.device)
-            self.last_inference_ms = (time.perf_counter() - start) * 1000.0
+            model_end = time.perf_counter()
+            # One resize from 1/4 of the inference size straight to the input size.
+            probs = None
+            if return_probs:
+                up = F.interpolate(logits.float(), size=(height, width), mode='bilinear',
+                                   align_corners=False)
+                labels = up.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+                probs = torch.softmax(up[0], dim=0).cpu().numpy().astype(np.float32, copy=False)
+            elif self.io_on_device:
+                labels = self._labels_on_device(logits, height, width)
+            else:
+                labels = self._labels_on_host(logits, height, width)
+            end = time.perf_counter()
+            self.last_inference_ms = (end - start) * 1000.0
+            self.last_timings = {'prepare_ms': (start - t0) * 1000.0,
+                                 'model_ms': (model_end - start) * 1000.0,
+                                 'post_ms': (end - model_end) * 1000.0}
         # Commit the state only once everything succeeded.
         self.local_state = state
         if shares is not None and state is not None:
@@ -288,10 +401,32 @@ class Segmenter:
             self.local_shares = kept[max(len(kept) - (self.local_window - 1), 0):]
         self.last_admitted = admitted
         self.frames_seen = frame + 1
-        labels = labels_t.cpu().numpy()
         if return_probs:
-            return labels, probs_t.cpu().numpy().astype(np.float32, copy=False)
+            return labels, probs
         return labels
+
+    def warm_up(self, steps: int = WARMUP_STEPS) -> float:
+        """Steps on stand-in frames at the inference size, then `reset()`, so that the first
+        real frame runs at normal speed: oneDNN / cuDNN primitives, allocator pages and
+        compiled graphs are made here. The first steps of a video are the slow ones (an empty,
+        then a one-frame bank), hence more than one step.
+
+        Args:
+            steps: frames stepped (a blank one, then seeded noise).
+
+        Returns:
+            the warm-up's wall time in milliseconds.
+        """
+        rng = np.random.default_rng(0)
+        t0 = time.perf_counter()
+        try:
+            for i in range(max(1, steps)):
+                frame = (np.zeros((*self.inference_size, 3), dtype=np.uint8) if i == 0 else
+                         rng.integers(0, 256, (*self.inference_size, 3), dtype=np.uint8))
+                self.step(frame)
+        finally:
+            self.reset()
+        return (time.perf_counter() - t0) * 1000.0
 
 
 def _apply_memory_overrides(cfg: ModelConfig, memory: dict[str, Any]) -> tuple[ModelConfig,

@@ -98,6 +98,26 @@ def image_to_rgb(msg: Image) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(img), code)
 
 
+def image_view(msg: Image) -> tuple[np.ndarray, bool] | None:
+    """A 3-channel 8-bit Image as an `H x W x 3` view of `msg.data` (no copy), or None.
+
+    Rows keep their `step` padding as strides (cv2 and `Segmenter.step` take such views).
+
+    Returns:
+        (view, is_bgr) for rgb8, bgr8 and 8UC3; None for every other encoding (convert those
+        with `decode_image`).
+
+    Raises:
+        ImageDecodeError: see `validate_image`.
+    """
+    validate_image(msg)
+    if msg.encoding not in ('rgb8', 'bgr8', '8UC3'):
+        return None
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    buf = np.frombuffer(msg.data, dtype=np.uint8).reshape(h, step)
+    return buf[:, :w * 3].reshape(h, w, 3), msg.encoding != 'rgb8'
+
+
 def image_to_rgb_bridge(msg: Image) -> np.ndarray:
     """Convert through cv_bridge (when installed), validating first so errors match the numpy path.
 

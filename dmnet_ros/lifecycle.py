@@ -92,6 +92,7 @@ class ManagedNode:
         """
         # Imported here: torch is heavy, and parameter errors should surface before it loads.
         from dmnet_core import load_segmenter
+        from dmnet_core.segmenter import WARMUP_STEPS
 
         p = self.p
         ckpt = p['checkpoint'] or None
@@ -120,6 +121,13 @@ class ManagedNode:
             if not seg.compile_network():
                 self.get_logger().warning(f'torch.compile failed, running eagerly: '
                                           f'{seg.compile_error}')
+        # Warm before active: the first real frame then runs at normal speed (not counted as
+        # a frame; diagnostics report it as warmup_ms / warmup_steps).
+        try:
+            warm_ms = seg.warm_up()
+        except Exception as exc:  # a model that cannot step is a configuration problem
+            raise StartupError(f'model warm-up failed: {type(exc).__name__}: {exc}') from exc
+        self.stats.on_warmup(warm_ms, WARMUP_STEPS)
         with self._model_lock:
             self.segmenter = seg
             self._bank_size = 0
@@ -128,7 +136,8 @@ class ManagedNode:
         self.get_logger().info(
             f'model loaded: task={seg.task} classes={len(seg.class_names)} device={seg.device} '
             f'precision={seg.precision} inference_size={list(seg.inference_size)} '
-            f'compiled={seg.compiled} checkpoint={p["checkpoint"] or "(shipped model)"}')
+            f'compiled={seg.compiled} warm-up={warm_ms:.0f} ms '
+            f'checkpoint={p["checkpoint"] or "(shipped model)"}')
         self._install_debug_hook()
 
     def _free_model(self) -> None:

@@ -9,9 +9,11 @@ process configures and activates the node by itself.
 
 Threads: the executor thread runs the subscription callbacks (validate, then put the frame in
 a one-slot buffer: a newer frame replaces an unprocessed one, which counts as dropped), the
-reset service, the diagnostics timer and the lifecycle services; the model loop decodes, runs
-`Segmenter.step` and publishes. The process runs the model loop on its main thread (PyTorch's
-CPU kernels measured about 1.4x slower from a second Python thread). `~/reset` only records the
+reset service, the diagnostics timer and the lifecycle services; the model loop converts (a
+view of `msg.data` for rgb8/bgr8 frames, no copy), runs `Segmenter.step` and publishes. Each
+stage's time is in the diagnostics (`stage_ms.*`); the model is warmed up at configure. The
+process runs the model loop on its main thread (PyTorch's CPU kernels measured about 1.4x slower
+from a second Python thread). `~/reset` only records the
 request, so it answers at once; the model loop clears the memory before its next frame. Every
 received frame ends up answered, dropped or rejected; frames the transport lost are counted.
 
@@ -185,6 +187,7 @@ class SegmentNode(ManagedNode, LifecycleNode):
             self._cond.notify()
 
     def _on_image(self, msg: Image) -> None:
+        t0 = time.perf_counter()
         self.stats.on_received()
         try:
             image_codec.validate_image(msg)
@@ -193,8 +196,10 @@ class SegmentNode(ManagedNode, LifecycleNode):
                          f'step {msg.step}): {exc}')
             return
         self._offer(_Frame(msg.header, msg, compressed=False))
+        self.stats.on_stages(take=(time.perf_counter() - t0) * 1e3)
 
     def _on_compressed(self, msg: CompressedImage) -> None:
+        t0 = time.perf_counter()
         self.stats.on_received()
         try:
             image_codec.validate_compressed(msg)
@@ -202,6 +207,7 @@ class SegmentNode(ManagedNode, LifecycleNode):
             self._reject(f'compressed image: {exc}')
             return
         self._offer(_Frame(msg.header, msg, compressed=True))
+        self.stats.on_stages(take=(time.perf_counter() - t0) * 1e3)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         """Keep it; publish it at once for a mask already waiting for this stamp."""
@@ -285,20 +291,28 @@ class SegmentNode(ManagedNode, LifecycleNode):
         if reason is not None and self._frames_since_reset > 0:
             self._reset(reason)
 
+    def _convert(self, frame: _Frame) -> tuple[np.ndarray, bool]:
+        """The frame as (H x W x 3 uint8, is_bgr): 3-channel raw frames stay views of msg.data."""
+        if frame.compressed:
+            return image_codec.compressed_to_rgb(frame.msg), False
+        view = image_codec.image_view(frame.msg)
+        if view is not None:
+            return view
+        return image_codec.decode_image(frame.msg, bool(self.p['use_cv_bridge'])), False
+
     def _process(self, frame: _Frame) -> None:
         epoch = self._epoch             # a deactivate from here on discards this frame
         # 1. convert
+        t0 = time.perf_counter()
         try:
-            if frame.compressed:
-                rgb = image_codec.compressed_to_rgb(frame.msg)
-            else:
-                rgb = image_codec.decode_image(frame.msg, bool(self.p['use_cv_bridge']))
+            image, bgr = self._convert(frame)
         except image_codec.ImageDecodeError as exc:
             self._reject(f'decode: {exc}')
             return
-        h, w = rgb.shape[:2]
+        h, w = image.shape[:2]
         self._auto_reset(frame.header, (h, w))
         # 2. step
+        t1 = time.perf_counter()
         with self._model_lock:
             seg = self.segmenter
             if seg is None:             # cleaned up while the frame waited
@@ -306,21 +320,24 @@ class SegmentNode(ManagedNode, LifecycleNode):
                 return
             try:
                 self.in_step = True
-                mask = seg.step(rgb)
+                mask = seg.step(image, bgr=bgr)
             except Exception as exc:  # CUDA OOM / CUDA errors: log, reset, go on
                 self._on_model_fault(exc)
                 return
             finally:
                 self.in_step = False
             inference_ms = float(seg.last_inference_ms)
+            timings = dict(seg.last_timings)
             self._bank_size = int(seg.memory_size)
             self._frames_since_reset = int(seg.frames_seen)
+        t2 = time.perf_counter()
         # 3. publish (under the outputs lock: a cleanup may destroy the publishers meanwhile)
         mask = np.asarray(mask, dtype=np.uint8)
         if mask.shape != (h, w):  # the contract is input resolution; enforce it
             mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
-        out = np.where(mask > 0, 255, 0).astype(np.uint8) \
-            if self.p['mask_value_mode'] == 'binary_255' else mask
+        # binary_255: the 0/1 labels times 255, one vectorised pass.
+        out = np.multiply(mask, np.uint8(255)) if self.p['mask_value_mode'] == 'binary_255' \
+            else mask
         with self.outputs_lock:
             # Stopping, unconfigured, or deactivated since this frame was taken: publish nothing.
             if self._stopping or not self._pubs or not self._outputs_open \
@@ -328,12 +345,20 @@ class SegmentNode(ManagedNode, LifecycleNode):
                 self.stats.on_dropped()
                 return
             self._pubs['mask'].publish(image_codec.mask_to_image(out, frame.header))
+            t3 = time.perf_counter()
             self._publish_camera_info(frame.header)
+            t4 = time.perf_counter()
             if self._pubs['overlay'].get_subscription_count() > 0:
+                rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if bgr else image
                 over = blend_overlay(rgb, mask, self._palette, float(self.p['overlay.alpha']))
                 self._pubs['overlay'].publish(image_codec.array_to_image(over, 'rgb8',
                                                                          frame.header))
+            t5 = time.perf_counter()
         self.stats.on_answered(self._latency_ms(frame.header), inference_ms)
+        self.stats.on_stages(
+            convert=(t1 - t0) * 1e3, prepare=timings.get('prepare_ms', 0.0),
+            model=timings.get('model_ms', 0.0), post=timings.get('post_ms', 0.0),
+            publish_mask=(t3 - t2) * 1e3, camera_info=(t4 - t3) * 1e3, overlay=(t5 - t4) * 1e3)
 
     def _latency_ms(self, header: Header) -> float | None:
         """Node clock minus stamp, only when the stamp is in the node's clock."""
@@ -438,6 +463,7 @@ class SegmentNode(ManagedNode, LifecycleNode):
         return vals
 
     def _publish_diagnostics(self) -> None:
+        t0 = time.perf_counter()
         if self._input is not None:
             line = self._input.refresh()
             if line:
@@ -456,6 +482,7 @@ class SegmentNode(ManagedNode, LifecycleNode):
         ])
         arr.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(arr)
+        self.stats.on_stages(diagnostics=(time.perf_counter() - t0) * 1e3)
 
 
 def main(args: list[str] | None = None) -> int:

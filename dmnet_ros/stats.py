@@ -28,6 +28,14 @@ class RateMeter:
         return (len(recent) - 1) / span if span > 0 else 0.0
 
 
+# Where a frame's time goes, in order (milliseconds; `take` and `diagnostics` run on the
+# executor thread, the rest in the model loop): the subscription callback, message -> array,
+# resize + normalise, the network, labels at the input size, then the three publications;
+# `diagnostics` is the timer's own cost per period.
+STAGES = ('take', 'convert', 'prepare', 'model', 'post', 'publish_mask', 'camera_info',
+          'overlay', 'diagnostics')
+
+
 class FrameStats:
     """Counters shared by the subscription callbacks, the worker and the diagnostics timer.
 
@@ -68,6 +76,11 @@ class FrameStats:
         self._in_rate = RateMeter()
         self.rate_window_s = self._in_rate.window_s
         self._out_rate = RateMeter()
+        self._stages: dict[str, collections.deque[float]] = {
+            name: collections.deque(maxlen=latency_window) for name in STAGES}
+        self._stage_total_ms = dict.fromkeys(STAGES, 0.0)   # since start (per-run means)
+        self.warmup_ms = 0.0              # the configure-time warm-up, apart from the frames
+        self.warmup_steps = 0
 
     def on_received(self) -> None:
         with self._lock:
@@ -147,6 +160,19 @@ class FrameStats:
             if latency_ms is not None:
                 self._latency_ms.append(latency_ms)
 
+    def on_stages(self, **ms: float) -> None:
+        """Milliseconds spent per stage (names from STAGES) on one frame or period."""
+        with self._lock:
+            for name, value in ms.items():
+                self._stages[name].append(float(value))
+                self._stage_total_ms[name] += float(value)
+
+    def on_warmup(self, ms: float, steps: int) -> None:
+        """The model's warm-up at configure: reported apart, never counted as frames."""
+        with self._lock:
+            self.warmup_ms = float(ms)
+            self.warmup_steps = int(steps)
+
     def snapshot(self) -> dict[str, float | int | str]:
         """A consistent copy of everything the diagnostics report."""
         with self._lock:
@@ -180,4 +206,10 @@ class FrameStats:
                 'camera_info_missing': self.camera_info_missing,
                 'stamp_offset_s': self.last_stamp_offset_s,
                 'latency_samples': int(lat.size),
+                'warmup_ms': self.warmup_ms,
+                'warmup_steps': self.warmup_steps,
+                **{f'stage_ms.{name}': float(np.mean(v))
+                   for name, v in self._stages.items() if v},
+                **{f'stage_total_ms.{name}': total
+                   for name, total in self._stage_total_ms.items() if total > 0},
             }

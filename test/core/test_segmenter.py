@@ -314,3 +314,98 @@ def test_failed_compile_falls_back_to_eager(monkeypatch):
     f = frames(1, seed=2)[0]
     assert np.array_equal(seg.step(f, return_probs=True)[1], ref.step(f, return_probs=True)[1])
 
+# -- the input and output paths at any frame size ----------------------------------------
+
+def _reference_labels(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """The torch path: bilinear upsample of every logit, argmax at the full size."""
+    up = torch.nn.functional.interpolate(logits, size=size, mode='bilinear', align_corners=False)
+    return up.argmax(1)[0].to(torch.uint8).numpy()
+
+
+@pytest.mark.parametrize('classes', [2, 5])
+def test_host_labels_equal_the_argmax_of_upsampled_logits(classes):
+    """cv2's resize of the logit(s) samples where torch's bilinear does: the same argmax,
+    except where two classes tie to float rounding."""
+    seg = tiny_segmenter()
+    logits = torch.randn(1, classes, 16, 20, generator=torch.Generator().manual_seed(classes))
+    for size in ((64, 80), (480, 854), (1080, 1920), (7, 9)):
+        got = seg._labels_on_host(logits, *size)
+        ref = _reference_labels(logits, size)
+        assert got.shape == size and got.dtype == np.uint8
+        up = torch.nn.functional.interpolate(logits, size=size, mode='bilinear',
+                                             align_corners=False)[0]
+        top2 = up.topk(2, dim=0).values
+        near_tie = (top2[0] - top2[1]).abs().numpy() < 1e-4
+        assert np.array_equal(got[~near_tie], ref[~near_tie]), size
+        assert set(np.unique(got)) <= set(range(classes))
+
+
+def test_labels_match_the_probs_path_at_camera_sizes():
+    """step() (cv2 post-processing) and step(return_probs=True) (torch) agree per pixel."""
+    seg = tiny_segmenter()
+    for size in ((480, 640), (1024, 1280), (1080, 1920)):
+        (img,) = frames(1, seed=size[0], size=size)
+        seg.reset()
+        fast = seg.step(img)
+        seg.reset()
+        labels, probs = seg.step(img, return_probs=True)
+        assert fast.shape == size and fast.dtype == np.uint8
+        assert (fast != labels).mean() < 1e-4, size
+        assert set(seg.last_timings) == {'prepare_ms', 'model_ms', 'post_ms'}
+
+
+def test_bgr_and_strided_views_equal_a_contiguous_rgb_frame():
+    """A BGR frame swapped after the resize and a padded-row view give the same labels."""
+    ref, bgr, view = tiny_segmenter(), tiny_segmenter(), tiny_segmenter()
+    for img in frames(3, seed=3, size=(120, 150)):
+        padded = np.zeros((120, 150 * 3 + 8), dtype=np.uint8)       # step padding, as a message
+        padded[:, :450] = img[:, :, ::-1].reshape(120, 450)
+        strided = padded[:, :450].reshape(120, 150, 3)
+        assert not strided.flags['C_CONTIGUOUS']
+        want = ref.step(img)
+        assert np.array_equal(bgr.step(np.ascontiguousarray(img[:, :, ::-1]), bgr=True), want)
+        assert np.array_equal(view.step(strided, bgr=True), want)
+
+
+def test_device_io_path_agrees_with_the_host_path_on_the_cpu():
+    """The CUDA input/output path (resize, normalise, upsample, argmax in torch), run on the
+    CPU: at a whole shrink ratio torch's area mode is cv2's INTER_AREA up to uint8 rounding."""
+    host, dev = tiny_segmenter(), tiny_segmenter()
+    dev.io_on_device = True
+    for img in frames(3, seed=5, size=(256, 192)):                 # 4x and 3x
+        a = host.step(img)
+        b = dev.step(np.ascontiguousarray(img[:, :, ::-1]), bgr=True)
+        assert b.shape == a.shape and b.dtype == np.uint8
+        assert (a != b).mean() < 0.005
+        xa, xb = host._prepare(img), dev._prepare(img)
+        assert float((xa - xb).abs().max()) < 0.02           # half a grey level, normalised
+    dev.reset()
+    for size in ((240, 300), (32, 40)):                        # uneven shrink; enlarged
+        (img,) = frames(1, seed=6, size=size)
+        assert dev.step(img).shape == size
+
+
+def test_warm_up_leaves_a_fresh_segmenter():
+    seg, fresh = tiny_segmenter(), tiny_segmenter()
+    assert seg.warm_up() > 0
+    assert seg.frames_seen == 0 and seg.memory_size == 0 and seg.local_state is None
+    for img in frames(3, seed=9):
+        assert np.array_equal(seg.step(img, return_probs=True)[1],
+                              fresh.step(img, return_probs=True)[1])
+
+
+def test_bf16_on_the_cpu_where_native(monkeypatch):
+    """bf16 runs on a CPU with native bf16 (autocast), else falls back to fp32 with a warning."""
+    from dmnet_core import segmenter as segmod
+    cfg = tiny_config()
+    model = tiny_model(cfg)
+    monkeypatch.setattr(segmod, 'cpu_has_bf16', lambda: False)
+    assert Segmenter(model, cfg, 'cpu', 'bf16').precision == 'fp32'
+    monkeypatch.setattr(segmod, 'cpu_has_bf16', lambda: True)
+    seg, ref = Segmenter(model, cfg, 'cpu', 'bf16'), Segmenter(model, cfg, 'cpu', 'fp32')
+    assert seg.precision == 'bf16'
+    for img in frames(3, seed=11, size=(96, 120)):
+        labels, probs = seg.step(img, return_probs=True)
+        ref_labels, ref_probs = ref.step(img, return_probs=True)
+        assert np.isfinite(probs).all() and np.abs(probs - ref_probs).max() < 0.1
+        assert (labels != ref_labels).mean() < 0.05

@@ -162,3 +162,24 @@ def test_large_frame_is_fast_enough():
     out = ic.image_to_rgb(msg)
     np.testing.assert_array_equal(out, rgb)
     assert cv2.countNonZero(out[:, :, 1]) == cv2.countNonZero(rgb[:, :, 1])
+
+
+@pytest.mark.parametrize('encoding', ['rgb8', 'bgr8', '8UC3'])
+@pytest.mark.parametrize('pad', [0, 5])
+def test_image_view_shares_the_message_buffer(rgb, encoding, pad):
+    msg = ic.rgb_to_image(rgb, encoding, _header(), step=rgb.shape[1] * 3 + pad)
+    view, is_bgr = ic.image_view(msg)
+    assert is_bgr == (encoding != 'rgb8')
+    np.testing.assert_array_equal(view[:, :, ::-1] if is_bgr else view, rgb)
+    assert np.shares_memory(view, np.frombuffer(msg.data, np.uint8))     # no copy
+    msg.data[0] ^= 0xFF                                  # the view sees the message's bytes
+    assert view[0, 0, 0] == msg.data[0]
+
+
+@pytest.mark.parametrize('encoding', ['rgba8', 'bgra8', 'mono8'])
+def test_image_view_leaves_other_encodings_to_decode(rgb, encoding):
+    assert ic.image_view(ic.rgb_to_image(rgb, encoding)) is None
+    with pytest.raises(ic.ImageDecodeError, match='data length'):
+        bad = ic.rgb_to_image(rgb, 'rgb8')
+        bad.data = bad.data[:-1]
+        ic.image_view(bad)

@@ -302,3 +302,20 @@ def test_label_propagation_parameters_take_words_or_numbers(name, value, ok):
     if not ok:
         assert name in reason
     assert node_params.SPECS[name].descriptor().dynamic_typing
+
+
+def test_frame_stats_stage_times_and_warm_up_apart():
+    """Stage means over the window and totals since start; the warm-up is no frame."""
+    s = FrameStats()
+    s.on_warmup(1234.5, 3)
+    s.on_stages(convert=1.0, model=40.0)
+    s.on_stages(convert=3.0, model=20.0)
+    s.on_stages(diagnostics=0.5)
+    snap = s.snapshot()
+    assert snap['warmup_ms'] == 1234.5 and snap['warmup_steps'] == 3
+    assert snap['frames_received'] == 0 == snap['frames_answered']
+    assert snap['stage_ms.convert'] == 2.0 and snap['stage_ms.model'] == 30.0
+    assert snap['stage_total_ms.model'] == 60.0 and snap['stage_ms.diagnostics'] == 0.5
+    assert 'stage_ms.overlay' not in snap          # not seen: not reported
+    with pytest.raises(KeyError):
+        s.on_stages(decode=1.0)                    # only the named stages
