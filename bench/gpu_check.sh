@@ -16,7 +16,8 @@
 # WARMUP (5), SOAK_FRAMES (2000), COMPILE=1 (adds a torch.compile run of the main table),
 # SKIP_MODEL=1 (steps 1-3 skipped), NODE_SIZE ($SIZE), NODE_FRAMES (60), NODE_FPS (30),
 # NODE_VENV (/tmp/dmnet-node-venv), NODE_WORK (/tmp/dmnet-node: bag and report folders),
-# E2E_SIZES ("1024x1280 1080x1920"), E2E_FRAMES (90), NODE_PY (a Python with rclpy and torch:
+# E2E_SIZES ("1024x1280 1080x1920"), E2E_FRAMES (90), E2E_INFERENCE (the model's size there;
+# '' = the checkpoint's, 256x320), NODE_PY (a Python with rclpy and torch:
 # step 4 without building the venv, e.g. a dry run on a CPU: DEVICE=cpu SKIP_MODEL=1
 # NODE_PY=.venv/bin/python PRECISION=fp32 bash bench/gpu_check.sh).
 set -euo pipefail
@@ -40,6 +41,7 @@ NODE_WORK=${NODE_WORK:-/tmp/dmnet-node}
 NODE_PY=${NODE_PY:-}
 E2E_SIZES=${E2E_SIZES:-1024x1280 1080x1920}
 E2E_FRAMES=${E2E_FRAMES:-90}
+E2E_INFERENCE=${E2E_INFERENCE:-}
 mkdir -p "$OUT"
 status=0
 
@@ -121,7 +123,8 @@ if [[ -n "$WHEELHOUSE" || -n "$NODE_PY" ]]; then
       echo "== node end to end ($size at $NODE_FPS Hz on $DEVICE, $PRECISION)"
       timeout 600 "$VPY" bench/node_latency.py --device "$DEVICE" --precision "$PRECISION" \
           --size "$size" --rate "$NODE_FPS" --frames "$E2E_FRAMES" --warmup 10 \
-          --startup-timeout 300 --json "$OUT/node_e2e_$size.json" 2>&1 \
+          --startup-timeout 300 ${E2E_INFERENCE:+--inference-size "$E2E_INFERENCE"} \
+          --json "$OUT/node_e2e_$size.json" 2>&1 \
           | tee "$OUT/node_e2e_$size.txt" || { echo "node end to end $size FAILED"; status=1; }
     done
   fi
