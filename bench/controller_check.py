@@ -7,12 +7,13 @@ reliable one receive. Then a second camera runs until it is killed (SIGKILL: no 
 graph), and the time from the kill to the first WARN of '/dmnet: segmentation' on
 /diagnostics is printed beside `diagnostics.stale_s` + one period.
 
-    .venv/bin/python bench/controller_check.py                     # 1920x1080, 2 Hz, 10 frames
-    DMNET_FASTDDS_LARGE_FRAMES=0 .venv/bin/python bench/controller_check.py   # the node without
+    .venv/bin/python -m bench.controller_check                     # 1920x1080, 2 Hz, 10 frames
+    DMNET_FASTDDS_LARGE_FRAMES=0 .venv/bin/python -m bench.controller_check   # the node without
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import signal
@@ -22,10 +23,21 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / 'test' / 'ros'))
-sys.path.insert(0, str(REPO))
 
-from rostest_utils import DiagnosticsWatch, NodeProcess, RosClient, ros_env  # noqa: E402
+
+def _load_test_utils():
+    """The cross-process helpers of the ROS tests (test/ros/rostest_utils.py), by file: the
+    repository's test/ is no package (and `test` is the standard library's)."""
+    spec = importlib.util.spec_from_file_location('rostest_utils',
+                                                  REPO / 'test' / 'ros' / 'rostest_utils.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_utils = _load_test_utils()
+DiagnosticsWatch, NodeProcess, RosClient, ros_env = (
+    _utils.DiagnosticsWatch, _utils.NodeProcess, _utils.RosClient, _utils.ros_env)
 
 CAMERA = REPO / 'test' / 'ros' / 'camera_process.py'
 TOPIC = '/cam/image_raw'

@@ -11,7 +11,7 @@ Two paths side by side on the same frames and model:
 Prints a Markdown table (mean ms per stage) and writes JSON with --json. The taking of messages
 off DDS and /diagnostics run on the executor thread: see bench/camera_rates.py (stage `take`).
 
-    .venv/bin/python bench/profile_node_path.py --sizes 1280x1024,1920x1080 --frames 30
+    .venv/bin/python -m bench.profile_node_path --sizes 1280x1024,1920x1080 --frames 30
 """
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from dmnet_core import load_segmenter  # noqa: E402
 

@@ -17,7 +17,7 @@ mean Dice on a generated held-out set (`dmnet synth` seed 2, generator 3). Also 
 today's (bilinear upsample of the logits, argmax at full size: `step(return_probs=True)`) against
 the cv2 path of `step()`.
 
-    .venv/bin/python bench/speed_options.py --json bench/results/cpu_speed_options.json
+    .venv/bin/python -m bench.speed_options --json bench/results/cpu_speed_options.json
 """
 from __future__ import annotations
 
@@ -34,7 +34,6 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from dmnet_core import load_segmenter  # noqa: E402
 from dmnet_core.data.synth.dataset import generate_dataset  # noqa: E402
