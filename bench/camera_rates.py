@@ -144,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--camera-depth', type=int, default=10,
                    help="the camera's publisher history depth (rclcpp's default is 10)")
     p.add_argument('--small', default='64,64', help="'keeps up' inference size H,W")
+    p.add_argument('--fastdds-profile', default='',
+                   help="Fast DDS XML profile for the node and the camera, e.g. "
+                        "config/fastdds_large_frames.xml ('' = Fast DDS defaults)")
     p.add_argument('--standalone-seconds', type=float, default=4.0,
                    help='seconds of standalone steps per size')
     p.add_argument('--json', type=Path, help='also write the rows here')
@@ -159,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     extra = {k: yaml.safe_load(v) for k, v in (x.split(':=', 1) for x in args.param)}
     os.environ.setdefault('OMP_NUM_THREADS', '1')
     env = ros_env()
+    if args.fastdds_profile:
+        env['FASTDDS_DEFAULT_PROFILES_FILE'] = str(Path(args.fastdds_profile).resolve())
     h, w = (int(x) for x in args.small.split(','))
     rows = []
     if 'small' in args.models:
