@@ -1,4 +1,4 @@
-"""Issue 46 as a lab runs it: a best-effort controller at 1920x1080, then a camera that dies.
+"""As a lab runs it: a best-effort controller at 1920x1080, then a camera that dies.
 
 Starts `segment_node` the way README says (no launch file: default parameters, `device` and the
 remap), a reliable camera stand-in (test/ros/camera_process.py) in its own process, and counts

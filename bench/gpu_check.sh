@@ -8,7 +8,7 @@
 # 4. with WHEELHOUSE (bench/make_wheelhouse.sh: cp312 rclpy, Fast DDS, messages, rosbags): a venv
 #    that sees this Python's torch, then the node end to end through the replay harness on a
 #    synthetic bag: lockstep replay at NODE_SIZE and real-time replay at NODE_FPS Hz,
-#    publish-to-mask latency p50/p95, frames answered/dropped; then (issue 44) the node end to
+#    publish-to-mask latency p50/p95, frames answered/dropped; then the node end to
 #    end with a NODE_FPS Hz publisher at each of E2E_SIZES (bench/node_latency.py): p50/p95 and
 #    each stage's share of the node's time per frame;
 # then one final table. Everything lands under $OUT. About 3-4 minutes on an H100 (+ step 4).

@@ -1,4 +1,4 @@
-"""Where the node's time per frame goes, stage by stage, at camera sizes (issue 44, item 1).
+"""Where the node's time per frame goes, stage by stage, at camera sizes.
 
 Runs the node's per-frame path in one process with timed spans, no DDS peer (publishers
 exist, nobody subscribes, so `publish` is the message build and rclpy's conversion): convert

@@ -1,4 +1,4 @@
-"""The model's own CPU speed at 256x320 and what each speed option costs in accuracy (issue 44).
+"""The model's own CPU speed at 256x320 and what each speed option costs in accuracy.
 
 Options, each on the shipped default model (or --checkpoint, any DMNet):
   fp32            the default: batch norm folded, channels-last, eager

@@ -9,7 +9,7 @@ Per frame: resize to the inference size, encode once, ELM step with the carried 
 local window, read n frames of the global bank (cached keys/values), decode, resize the logits
 back; then the selection policy decides whether the frame joins the bank. Causal by construction.
 
-Cost at camera sizes (issue 44): the frame is resized once as uint8 (cv2, area); the labels come
+Cost at camera sizes: the frame is resized once as uint8 (cv2, area); the labels come
 from a cv2 bilinear resize of the quarter-size logits straight to the input size (binary: the one
 foreground-minus-background logit, thresholded at 0), the same argmax as upsampling every logit
 in torch at a few per cent of its cost. On CUDA (`io_on_device`) the uint8 frame goes up once,

@@ -195,6 +195,6 @@ def test_a_stale_camera_turns_diagnostics_warn(client):
                           'a stale WARN')
     assert 'matched publisher' in status.message
     client.node.destroy_publisher(pub)
-    # With no publisher left it stays WARN and says so (issue 46: a dead driver is not idle).
+    # With no publisher left it stays WARN and says so (a dead driver is not idle).
     diag.wait(lambda s, v: s.level == s.WARN and 'no publisher matched' in s.message, 30,
               'WARN naming the missing publisher')

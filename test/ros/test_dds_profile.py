@@ -1,4 +1,4 @@
-"""Issue 46 item 1: when the node gives its own process the Fast DDS large-frame profile.
+"""When the node gives its own process the Fast DDS large-frame profile.
 
 The decision is a pure function of the environment, the RMW and the working directory; the
 cross-process effect (a best-effort controller receiving 1920x1080 masks) is in

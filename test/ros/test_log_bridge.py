@@ -1,4 +1,4 @@
-"""Issue 46 item 5: dmnet_core's logging and Python warnings reach the node's ROS logger only."""
+"""dmnet_core's logging and Python warnings reach the node's ROS logger only."""
 from __future__ import annotations
 
 import logging

@@ -167,7 +167,7 @@ def test_failure_mid_write_leaves_no_bag(tmp_path: Path) -> None:
     assert not (tmp_path / 'bag').exists()
 
 
-# -- issue 46: multi-class masks and mask files beside the frames ----------------------------
+# -- multi-class masks and mask files beside the frames ---------------------------------------
 ENDOSCAPES_VAL = Path(__file__).resolve().parents[3] / 'shared' / 'data' / 'endoscapes_seg' / 'val'
 
 

@@ -1,4 +1,4 @@
-"""Issue 46: the node's ROS contracts where a lab deploys it, with real processes over DDS.
+"""The node's ROS contracts where a lab deploys it, with real processes over DDS.
 
 1. a best-effort controller (`qos_profile_sensor_data`) gets 1920x1080 masks: the node gives
    its own process the shipped Fast DDS large-frame profile;

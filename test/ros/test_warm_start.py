@@ -1,4 +1,4 @@
-"""Issue 44: warm before active. A bar-style run from a camera in another process, 30 frames at
+"""Warm before active. A bar-style run from a camera in another process, 30 frames at
 2.5 Hz starting right after the node says ready, is answered 30 of 30, also while a busy
 process competes for the CPU; the configure-time warm-up is reported apart from the frames.
 
