@@ -29,33 +29,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dmnet_core.real_eval import RealFrame, load_frame, real_sequences, score_real
+from dmnet_core.real_eval import RealFrame, score_real
 
 DEFAULT_CLIP = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'cholecseg8k_clip'
-
-
-def load_clip(clip: Path) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]]:
-    """(stem, RGB frame, binary GT, surround mask or None) per frame of a real folder, in order."""
-    out = []
-    for _, handles in real_sequences(clip):
-        for h in handles:
-            f = load_frame(h)
-            out.append((f.stem, f.rgb, f.gt, f.surround))
-    return out
-
-
-def score(seg, data: list) -> tuple[dict, list[np.ndarray]]:
-    """Causal scores of one Segmenter over frames of `load_clip`, and its binary predictions
-    (one sequence: memories carried over every frame)."""
-    from dmnet_core.real_eval import BinaryScorer
-
-    seg.reset()
-    scorer, preds = BinaryScorer(), []
-    for stem, rgb, gt, surround in data:
-        pred = (seg.step(rgb) > 0).astype(np.uint8)
-        scorer.update('clip', pred, RealFrame(stem, rgb, gt, surround))
-        preds.append(pred)
-    return scorer.summary(), preds
 
 
 def montage(frames: list[tuple[str, RealFrame, np.ndarray]], path: Path,
