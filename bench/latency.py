@@ -643,7 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--json', type=Path, default=None, help='write the results here')
     p.add_argument('--plot', type=Path, default=None, help='write the sweep plot here (PNG)')
     p.add_argument('--device', default='cpu', help='cpu | cuda | cuda:N (default cpu)')
-    p.add_argument('--precision', default='fp32', choices=('fp32', 'fp16', 'bf16'))
+    p.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'fp16', 'bf16'),
+                   help="default 'auto', as the node: fp16 on CUDA, bf16 on a CPU with native bf16")
     p.add_argument('--frames', type=int, default=30, help='timed frames (default 30)')
     p.add_argument('--warmup', type=int, default=5, help='untimed warm-up frames (default 5)')
     p.add_argument('--checkpoint', default=None,

@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument('--checkpoint', default=None, help='default: the model shipped for --task')
     ap.add_argument('--task', default=None, help='shipped model to use: binary, parts or type')
     ap.add_argument('--device', default='cpu')
+    ap.add_argument('--precision', default='fp32',
+                    help="'fp32' (default), 'auto' (what the node runs), 'bf16' or 'fp16'")
     ap.add_argument('--inference-size', default=None, help="HxW (default: the checkpoint's)")
     ap.add_argument('--no-memory', action='store_true', help='also score with both memories off')
     ap.add_argument('--json', type=Path, default=None)
@@ -122,15 +124,16 @@ def main(argv: list[str] | None = None) -> int:
 
     folders = args.data or [DEFAULT_CLIP]
     size = parse_size(args.inference_size) if args.inference_size else None
-    seg = load_segmenter(args.checkpoint, args.device, precision='fp32', inference_size=size,
+    seg = load_segmenter(args.checkpoint, args.device, precision=args.precision,
+                         inference_size=size,
                          task=args.task)
     off = None
     if args.no_memory:
-        off = load_segmenter(args.checkpoint, args.device, precision='fp32',
+        off = load_segmenter(args.checkpoint, args.device, precision=args.precision,
                              inference_size=size, task=args.task,
                              memory={'local_enabled': False, 'global_enabled': False})
     res = {'checkpoint': args.checkpoint or f'shipped ({seg.task})', 'task': seg.task,
-           'inference_size': list(seg.inference_size), 'sets': []}
+           'inference_size': list(seg.inference_size), 'precision': seg.precision, 'sets': []}
     for i, folder in enumerate(folders):
         try:
             on = score_real(seg, folder, keep=bool(args.montage) and i == 0)

@@ -1,9 +1,9 @@
 """The model's own CPU speed at 256x320 and what each speed option costs in accuracy.
 
 Options, each on the shipped default model (or --checkpoint, any DMNet):
-  fp32            the default: batch norm folded, channels-last, eager
+  fp32            batch norm folded, channels-last, eager (the default on a CPU without bf16)
   contiguous      channels-last off
-  bf16            autocast bf16 (needs native bf16: AVX-512-BF16 or AMX; `lscpu` says)
+  bf16            autocast bf16, the CPU default where native (AVX-512-BF16 or AMX; `lscpu` says)
   compile         torch.compile of encoder and decoder (start-up time reported)
   compile+bf16    both
 (int8: torch 2.14's torch.ao has no PT2E quantizer any more (it moved to the torchao package,
@@ -13,9 +13,7 @@ int8 option is offered; see docs/performance.md.)
 Speed: steps per second on frames at the inference size, options interleaved round by round so
 that a machine's background load hits them alike. Accuracy: binary Dice at full resolution on
 `--endoscapes` (frames with an instrument; class 6 = instrument; the memory reset per video) and
-mean Dice on a generated held-out set (`dmnet synth` seed 2, generator 3). Also the labels path:
-today's (bilinear upsample of the logits, argmax at full size: `step(return_probs=True)`) against
-the cv2 path of `step()`.
+mean Dice on a generated held-out set (`dmnet synth` seed 2, generator 3).
 
     .venv/bin/python -m bench.speed_options --json bench/results/cpu_speed_options.json
 """
@@ -29,44 +27,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from dmnet_core import load_segmenter
+from dmnet_core.data.synth.dataset import generate_dataset
+from dmnet_core.evaluate import score_split
+from dmnet_core.real_eval import score_real
 
-from dmnet_core import load_segmenter  # noqa: E402
-from dmnet_core.data.synth.dataset import generate_dataset  # noqa: E402
-from dmnet_core.evaluate import score_split  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 OPTIONS = ('fp32', 'contiguous', 'bf16', 'compile', 'compile+bf16')
 ENDOSCAPES = REPO.parent / 'shared' / 'data' / 'endoscapes_seg' / 'val'
-INSTRUMENT = 6
-
-
-def endoscapes_frames(root: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(video id, RGB frame, binary GT) in file order."""
-    out = []
-    for img in sorted((root / 'images').glob('*.jpg')):
-        mask = cv2.imread(str(root / 'masks' / (img.stem + '.png')), cv2.IMREAD_GRAYSCALE)
-        rgb = cv2.cvtColor(cv2.imread(str(img)), cv2.COLOR_BGR2RGB)
-        out.append((img.stem.split('_')[0], rgb, (mask == INSTRUMENT).astype(np.uint8)))
-    return out
-
-
-def dice_endoscapes(seg, frames, old_path: bool = False) -> float:
-    """Binary Dice averaged over frames that contain an instrument, at full resolution."""
-    scores, video = [], None
-    for vid, rgb, gt in frames:
-        if vid != video:
-            seg.reset()
-            video = vid
-        pred = seg.step(rgb, return_probs=True)[0] if old_path else seg.step(rgb)
-        pred = pred > 0
-        if gt.any():
-            inter = np.logical_and(pred, gt).sum()
-            scores.append(2.0 * inter / (pred.sum() + gt.sum()))
-    return float(np.mean(scores))
 
 
 def build(option: str, checkpoint: str | None):
@@ -98,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--json', type=Path)
     args = p.parse_args(argv)
     options = args.options.split(',')
-    frames = endoscapes_frames(args.endoscapes) if not args.no_accuracy else []
     segs, info = {}, {}
     for opt in options:
         try:
@@ -131,13 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             generate_dataset(tmp, sequences=args.synth_sequences + 1, frames=args.synth_frames,
                              seed=2, size=size, val=0, test=args.synth_sequences, generator=3)
             for opt, seg in segs.items():
-                info[opt]['endoscapes_dice'] = dice_endoscapes(seg, frames)
+                info[opt]['endoscapes_dice'] = score_real(seg, args.endoscapes)['binary_dice']
                 summary, _, _ = score_split(seg, tmp, 'test')
                 info[opt]['generated_dice'] = summary['mean_dice']
                 print(opt, json.dumps(info[opt]), flush=True)
-            if 'fp32' in segs:
-                info['fp32']['endoscapes_dice_old_path'] = dice_endoscapes(segs['fp32'], frames,
-                                                                           old_path=True)
     result = {
         'what': 'Segmenter.step at the inference size on the CPU, options interleaved; Dice: '
                 'Endoscapes val binary (frames with an instrument) and generated test (seed 2, '
@@ -159,10 +127,6 @@ def main(argv: list[str] | None = None) -> int:
               f"{base / ms if base else float('nan'):.2f} | "
               f"{r.get('endoscapes_dice', float('nan')):.4f} | "
               f"{r.get('generated_dice', float('nan')):.4f} | {r['startup_s']:.1f} |")
-    if 'endoscapes_dice_old_path' in info.get('fp32', {}):
-        print(f"\nlabels path on Endoscapes val (fp32): today's torch upsample + argmax "
-              f"{info['fp32']['endoscapes_dice_old_path']:.4f}, cv2 path "
-              f"{info['fp32']['endoscapes_dice']:.4f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))

@@ -286,6 +286,9 @@ class TrainConfig:
     schedule: str = 'cosine'            # after warm-up: 'cosine' or 'poly' (power 0.9) decay
     min_lr_ratio: float = 0.01          # the schedule ends at lr * min_lr_ratio
     dice_weight: float = 0.0            # loss = cross-entropy + dice_weight * soft Dice
+    # Soft Dice per frame, averaged over frames with the class (the per-frame Dice metric),
+    # instead of pooled over the batch's pixels.
+    dice_per_frame: bool = False
     amp_dtype: str = 'bf16'             # 'bf16' or 'fp16' (with a grad scaler) under autocast
     val_max_frames: int = 0             # validate on the first N frames per sequence (0: all)
     save_every: int = 0                 # also save resume state every N iterations (0: per epoch)

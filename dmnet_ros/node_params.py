@@ -82,8 +82,9 @@ PARAMS: tuple[ParamSpec, ...] = (
               'with the package.'),
     ParamSpec('device', 'auto', "'auto' (CUDA when available, else CPU with a warning), 'cpu', "
               "'cuda' or 'cuda:N'."),
-    ParamSpec('precision', 'auto', 'Inference precision; fp16 applies on CUDA only, bf16 on '
-              'CUDA and on CPUs with native bf16 (else fp32).',
+    ParamSpec('precision', 'auto', "Inference precision; 'auto' = fp16 on CUDA, bf16 on a CPU "
+              'with native bf16, else fp32; fp16 applies on CUDA only, bf16 on CUDA and on CPUs '
+              'with native bf16 (else fp32).',
               choices=('auto', 'fp32', 'fp16', 'bf16')),
     ParamSpec('inference_size', [0, 0], '[H, W] the model runs at (frames are resized); '
               "[0, 0] = the checkpoint's own size."),

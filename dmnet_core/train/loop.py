@@ -159,7 +159,7 @@ def _train_step(batch: dict, exp: ExperimentConfig, raw: nn.Module, net: nn.Modu
                                     torch.tensor(t.part_weights, device=device)[parts])
     else:
         ce = F.cross_entropy(flat, target, ignore_index=IGNORE_INDEX)
-    dl = soft_dice_loss(flat, target) if t.dice_weight > 0 else ce.new_zeros(())
+    dl = soft_dice_loss(flat, target, t.dice_per_frame) if t.dice_weight > 0 else ce.new_zeros(())
     loss = ce + t.dice_weight * dl
     if not torch.isfinite(loss):
         raise FloatingPointError(f'loss is {loss.item()} at step {step}: lower train.lr or '

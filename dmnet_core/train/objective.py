@@ -10,8 +10,13 @@ from torch import nn
 IGNORE_INDEX = 255
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """1 - mean soft Dice over the foreground classes present in the batch.
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor,
+                   per_frame: bool = False) -> torch.Tensor:
+    """1 - mean soft Dice over the foreground classes present.
+
+    With `per_frame` the Dice is taken per frame and class and averaged over the (frame, class)
+    pairs where the class is present, as the per-frame Dice metric weighs a frame with a small
+    tool like one with a large one; otherwise the batch's pixels are pooled per class.
 
     Args:
         logits: N x K x H x W.
@@ -21,11 +26,11 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     valid = (target != IGNORE_INDEX).unsqueeze(1)                    # N x 1 x H x W
     probs = logits.float().softmax(1) * valid
     onehot = F.one_hot(target.clamp(0, k - 1), k).permute(0, 3, 1, 2) * valid
-    inter = (probs * onehot).sum((0, 2, 3))
-    denom = probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
-    dice = (2 * inter + 1.0) / (denom + 1.0)                         # K, smoothed
-    present = onehot.sum((0, 2, 3))[1:] > 0
-    fg = dice[1:][present]
+    dims = (2, 3) if per_frame else (0, 2, 3)
+    inter = (probs * onehot).sum(dims)                               # N x K or K
+    area = onehot.sum(dims)
+    dice = (2 * inter + 1.0) / (probs.sum(dims) + area + 1.0)        # smoothed
+    fg = dice[..., 1:][area[..., 1:] > 0]
     return 1.0 - fg.mean() if fg.numel() else logits.sum() * 0.0
 
 

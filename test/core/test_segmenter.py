@@ -10,7 +10,7 @@ from dmnet_core import Segmenter, load_segmenter
 from dmnet_core.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
 from dmnet_core.config import ModelConfig
 from dmnet_core.model import build_model, init_batchnorm_stats, normalize
-from dmnet_core.segmenter import resolve_device
+from dmnet_core.segmenter import cpu_has_bf16, resize_frame, resolve_device, resolve_precision
 from dmnet_core.train.wrapper import forward_clip
 
 H, W = 64, 64
@@ -192,7 +192,8 @@ def test_load_segmenter_default_and_missing(caplog):
         seg = load_segmenter(device='cpu', inference_size=(64, 96))
     if not DEFAULT_CHECKPOINT.is_file():
         assert 'randomly initialised' in caplog.text
-    assert seg.inference_size == (64, 96) and seg.precision == 'fp32'
+    assert seg.inference_size == (64, 96)
+    assert seg.precision == ('bf16' if cpu_has_bf16() else 'fp32')     # 'auto' on a CPU
     assert seg.step(frames(1, size=(40, 50))[0]).shape == (40, 50)
     with pytest.raises(FileNotFoundError, match='nowhere.safetensors'):
         load_segmenter('nowhere.safetensors', device='cpu')
@@ -263,7 +264,7 @@ def test_memories_switched_off_at_load_equal_the_backbone(tmp_path):
     cfg = tiny_config()
     full = tiny_model(cfg)       # the trained network (a Segmenter runs a folded copy of it)
     path = save_checkpoint(tmp_path / 'full.safetensors', full, cfg)
-    seg = load_segmenter(path, device='cpu',
+    seg = load_segmenter(path, device='cpu', precision='fp32',
                          memory={'local_enabled': False, 'global_enabled': False})
     assert not seg.model.use_local and not seg.model.use_global
     off = tiny_config()
@@ -394,6 +395,17 @@ def test_warm_up_leaves_a_fresh_segmenter():
                               fresh.step(img, return_probs=True)[1])
 
 
+def test_auto_precision_is_bf16_on_a_cpu_only_where_native(monkeypatch):
+    from dmnet_core import segmenter as segmod
+    cpu = torch.device('cpu')
+    monkeypatch.setattr(segmod, 'cpu_has_bf16', lambda: True)
+    assert resolve_precision('auto', cpu) == 'bf16'
+    assert resolve_precision('fp32', cpu) == 'fp32'
+    monkeypatch.setattr(segmod, 'cpu_has_bf16', lambda: False)
+    assert resolve_precision('auto', cpu) == 'fp32'
+    assert resolve_precision('auto', torch.device('cuda')) == 'fp16'
+
+
 def test_bf16_on_the_cpu_where_native(monkeypatch):
     """bf16 runs on a CPU with native bf16 (autocast), else falls back to fp32 with a warning."""
     from dmnet_core import segmenter as segmod
@@ -409,3 +421,23 @@ def test_bf16_on_the_cpu_where_native(monkeypatch):
         ref_labels, ref_probs = ref.step(img, return_probs=True)
         assert np.isfinite(probs).all() and np.abs(probs - ref_probs).max() < 0.1
         assert (labels != ref_labels).mean() < 0.05
+
+
+def test_resize_frame_is_an_area_average_and_bilinear_when_growing():
+    import cv2
+    # A smooth 1920x1080 frame: whole-number pre-shrink then the rest agree with one area resize.
+    yy, xx = np.mgrid[0:1080, 0:1920]
+    smooth = np.stack([(xx / 1920 * 255), (yy / 1080 * 255), ((xx + yy) % 512) / 2],
+                      -1).astype(np.uint8)
+    area = cv2.resize(smooth, (320, 256), interpolation=cv2.INTER_AREA).astype(int)
+    out = resize_frame(smooth, (256, 320))
+    assert out.shape == (256, 320, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - area).mean() < 1.0
+    # Sizes without a whole-number pre-shrink (640x480 -> 256x320) are one area resize.
+    (img,) = frames(1, size=(480, 640))
+    assert np.array_equal(resize_frame(img, (256, 320)),
+                          cv2.resize(img, (320, 256), interpolation=cv2.INTER_AREA))
+    # Growing (or growing on one side) is bilinear.
+    small = img[:100, :200]
+    assert np.array_equal(resize_frame(small, (256, 320)),
+                          cv2.resize(small, (320, 256), interpolation=cv2.INTER_LINEAR))

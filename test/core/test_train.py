@@ -263,6 +263,23 @@ def test_soft_dice_loss() -> None:
     assert soft_dice_loss(perfect, ignored).item() == 0.0
 
 
+def test_soft_dice_loss_per_frame_weighs_small_tools_like_large() -> None:
+    # Frame 0: a 6x6 tool found; frame 1: a 1x2 tool missed, frame 2: no tool at all.
+    target = torch.zeros(3, 8, 8, dtype=torch.long)
+    target[0, 1:7, 1:7] = 1
+    target[1, 0, 0:2] = 1
+    pred = target.clone()
+    pred[1] = 0
+    logits = torch.nn.functional.one_hot(pred, 2).permute(0, 3, 1, 2).float() * 50
+    pooled = soft_dice_loss(logits, target).item()
+    per_frame = soft_dice_loss(logits, target, per_frame=True).item()
+    assert pooled < 0.05                    # the missed 2 pixels barely count among 38
+    # One of two frames with a tool is missed: loss 1 - 1/(2 + 1) there (Dice smoothed by 1).
+    assert per_frame == pytest.approx((1 - 1 / 3) / 2, abs=0.01)
+    assert soft_dice_loss(torch.zeros(1, 2, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long),
+                          per_frame=True).item() == 0.0
+
+
 def test_weighted_cross_entropy() -> None:
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 3, 5, 6, generator=g, requires_grad=True)
