@@ -18,7 +18,7 @@
 # NODE_VENV (/tmp/dmnet-node-venv), NODE_WORK (/tmp/dmnet-node: bag and report folders),
 # E2E_SIZES ("1024x1280 1080x1920"), E2E_FRAMES (90), E2E_INFERENCE (the model's size there;
 # '' = the checkpoint's, 256x320), NODE_PY (a Python with rclpy and torch:
-# step 4 without building the venv, e.g. a dry run on a CPU: DEVICE=cpu SKIP_MODEL=1
+# step 4 without building the venv, e.g. a dry run on a CPU: PYTHON=.venv/bin/python DEVICE=cpu SKIP_MODEL=1
 # NODE_PY=.venv/bin/python PRECISION=fp32 bash bench/gpu_check.sh).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
