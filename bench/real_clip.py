@@ -125,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     folders = args.data or [DEFAULT_CLIP]
     size = parse_size(args.inference_size) if args.inference_size else None
     seg = load_segmenter(args.checkpoint, args.device, precision=args.precision,
-                         inference_size=size,
-                         task=args.task)
+                         inference_size=size, task=args.task)
     off = None
     if args.no_memory:
         off = load_segmenter(args.checkpoint, args.device, precision=args.precision,

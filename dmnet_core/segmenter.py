@@ -96,7 +96,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     fp32. fp16 falls back to fp32 on the CPU, and so does bf16 on a CPU without native bf16.
 
     bf16 is the CPU default because it kept the accuracy (docs/performance.md: within 0.5 Dice
-    points on Endoscapes val and generated test) at about 1.6x the fp32 speed."""
+    points on Endoscapes val and generated test) at 1.07-1.26x the fp32 speed, the margin that
+    keeps the default model above 30 FPS on a 2-core CPU."""
     if precision not in PRECISIONS:
         raise ValueError(f'precision {precision!r} not in {PRECISIONS}')
     if precision == 'auto':
