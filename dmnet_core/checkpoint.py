@@ -45,8 +45,8 @@ SHIPPED_CHECKPOINTS = {
 # commands and scores). The stored configs stay as trained, so the link lives here and in the
 # readable models/*.yaml beside each checkpoint.
 SHIPPED_RECIPES = {
-    'binary': 'recipes/binary_real/mixed_mobilenet_v2_phase3.yaml',
-    'parts': 'recipes/parts/parts_synth.yaml',
+    'binary': 'recipes/binary_real/mixed_mobilenet_v2_phase4.yaml',
+    'parts': 'recipes/parts/parts_real.yaml',
     'type': 'recipes/type/type_synth.yaml',
 }
 TORCH_SUFFIXES = ('.pth', '.pt')

@@ -298,6 +298,9 @@ class TrainConfig:
     # With init_checkpoint: memory modules the checkpoint lacks are built fresh instead of
     # failing (start stage 2 of the staged schedule from a single-frame network).
     init_new_memories: bool = False
+    # With init_checkpoint: a binary checkpoint starts a model of more classes (parts, type);
+    # each foreground class's head row starts as the instrument's (train.resume.init_weights).
+    init_from_binary: bool = False
     # The authors' staged schedule (dmnet_core.train.stages): fractions of the iterations for
     # [single_frame, memory, all]; [] = one stage training everything.
     stages: list[float] = field(default_factory=list)

@@ -97,7 +97,7 @@ class CameraPath:
 
 
 class StillClipDataset(Dataset):
-    """Clips made from annotated stills by a random camera path (binary task).
+    """Clips made from annotated stills by a random camera path.
 
     Args:
         root: a stills folder in the Endoscapes layout (`dmnet_core.data.endoscapes`).
@@ -108,12 +108,17 @@ class StillClipDataset(Dataset):
         aug: flip and photometric jitter drawn once per sample (its `scale` is not used: the
             path zooms); None: no such augmentation.
         seed: with the index, fixes each sample's path and augmentation.
+        foreground: the target value of instrument pixels: 1 for a binary model;
+            `train.objective.ANY_FOREGROUND` for a parts or type model, which the still's
+            binary mask supervises through P(any foreground) only.
     """
 
     def __init__(self, root: str | Path, clip_len: int = 5, n_global: int = 4,
                  crop: tuple[int, int] | list[int] = (256, 320),
                  motion: StillMotionConfig | None = None, aug: AugmentConfig | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, foreground: int = 1) -> None:
+        if not 1 <= foreground <= 254:
+            raise ValueError(f'foreground must be a class id in 1..254, got {foreground}')
         self.motion = motion or StillMotionConfig()
         self.motion.validate()
         if clip_len < 1 or n_global < 0:
@@ -130,6 +135,7 @@ class StillClipDataset(Dataset):
             aug.validate()
             self.aug = AugmentConfig(**{**aug.__dict__, 'scale': [1.0, 1.0]})
         self.seed = seed
+        self.foreground = foreground
 
     def __len__(self) -> int:
         return len(self.stills)
@@ -150,7 +156,8 @@ class StillClipDataset(Dataset):
         if not 0 <= idx < len(self.stills):
             raise IndexError(f'index {idx} out of range for {len(self.stills)} stills')
         still = self.stills[idx]
-        rgb, mask = self._prescale(*read_still(still))
+        rgb, mask = read_still(still)                      # mask H x W uint8 0/1
+        rgb, mask = self._prescale(rgb, mask * np.uint8(self.foreground))
         rng = np.random.default_rng([self.seed, idx])
         path = CameraPath(rng, rgb.shape[:2], self.crop, self.motion)
         n, t = self.motion.path_frames, self.clip_len

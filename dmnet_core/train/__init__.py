@@ -17,7 +17,9 @@ from dmnet_core.train.distributed import Dist, resolve_device, seed_everything, 
 from dmnet_core.train.logs import TRAIN_LOG_FIELDS, VAL_LOG_FIELDS, CsvLog, read_log
 from dmnet_core.train.loop import ClipForward, train
 from dmnet_core.train.objective import (
+    ANY_FOREGROUND,
     IGNORE_INDEX,
+    cross_entropy,
     lr_factor,
     param_groups,
     soft_dice_loss,
@@ -27,10 +29,10 @@ from dmnet_core.train.resume import init_weights, load_resume, restore, save_res
 from dmnet_core.train.stages import STAGE_NAMES, StagePlan, apply_stage, plan_stages
 
 __all__ = [
-    'IGNORE_INDEX', 'STAGE_NAMES', 'TRAIN_LOG_FIELDS', 'VAL_LOG_FIELDS', 'ClipForward', 'CsvLog',
-    'Dist', 'EpochSampler', 'StagePlan', 'apply_overrides', 'apply_stage', 'build_dataset',
-    'check_classes', 'check_split', 'init_weights', 'load_resume', 'lr_factor', 'param_groups',
-    'plan_stages', 'read_log', 'register', 'resolve_device', 'restore', 'run', 'save_resume',
-    'seed_everything', 'setup_distributed', 'soft_dice_loss', 'train', 'validate_config',
-    'weighted_cross_entropy',
+    'ANY_FOREGROUND', 'IGNORE_INDEX', 'STAGE_NAMES', 'TRAIN_LOG_FIELDS', 'VAL_LOG_FIELDS',
+    'ClipForward', 'CsvLog', 'Dist', 'EpochSampler', 'StagePlan', 'apply_overrides', 'apply_stage',
+    'build_dataset', 'check_classes', 'check_split', 'cross_entropy', 'init_weights',
+    'load_resume', 'lr_factor', 'param_groups', 'plan_stages', 'read_log', 'register',
+    'resolve_device', 'restore', 'run', 'save_resume', 'seed_everything', 'setup_distributed',
+    'soft_dice_loss', 'train', 'validate_config', 'weighted_cross_entropy',
 ]

@@ -41,8 +41,8 @@ def validate_config(exp: ExperimentConfig) -> None:
         (d.video_weight > 0 or any(s.weight > 0 for s in d.stills),
          'data.video_weight and every data.stills weight are 0: nothing to train on'),
         (all(s.root for s in d.stills), 'data.stills: every source needs a root folder'),
-        (not d.stills or exp.model.task == 'binary',
-         f'data.stills (binary instrument masks) need model.task binary, got {exp.model.task}'),
+        (not t.init_from_binary or t.init_checkpoint,
+         'train.init_from_binary needs a binary checkpoint: train.init_checkpoint or --init'),
         (not (d.stills and t.part_weights),
          'train.part_weights need parts masks, which data.stills do not have'),
     ]

@@ -17,7 +17,8 @@ def apply_overrides(exp: ExperimentConfig, args: argparse.Namespace) -> Experime
         from dmnet_core.checkpoint import load_checkpoint
 
         wanted = exp.model
-        exp.model, _, _ = load_checkpoint(args.init)
+        if not exp.train.init_from_binary:      # else the YAML's classes, the head is split
+            exp.model, _, _ = load_checkpoint(args.init)
         exp.train.init_checkpoint = str(args.init)
         if getattr(args, 'new_memories', False):
             # Stage 2 from a single-frame network: the YAML's memories, built fresh where the

@@ -59,10 +59,13 @@ def build_dataset(exp: ExperimentConfig, dist_info: Dist) -> Any:
     if not d.stills:
         return sources[0]
     from dmnet_core.data.stills import MixedClips, StillClipDataset
+    from dmnet_core.train.objective import ANY_FOREGROUND
+    # A multi-class model learns from a still's binary mask only whether a pixel is instrument.
+    foreground = 1 if exp.model.task == 'binary' else ANY_FOREGROUND
     for src in d.stills:
         sources.append(StillClipDataset(src.root, d.clip_len, d.n_global, d.crop,
                                         motion=d.still_motion,
                                         aug=d.augmentation if d.augment else None,
-                                        seed=exp.train.seed))
+                                        seed=exp.train.seed, foreground=foreground))
         weights.append(src.weight)
     return MixedClips(sources, weights, seed=exp.train.seed)

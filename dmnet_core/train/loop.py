@@ -42,7 +42,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from dmnet_core.config import ExperimentConfig, save_yaml
@@ -52,7 +51,7 @@ from dmnet_core.train.distributed import seed_everything, setup_distributed
 from dmnet_core.train.ema import WeightAverage
 from dmnet_core.train.logs import TRAIN_LOG_FIELDS, VAL_LOG_FIELDS, CsvLog, open_tensorboard
 from dmnet_core.train.objective import (
-    IGNORE_INDEX,
+    cross_entropy,
     param_groups,
     soft_dice_loss,
     weighted_cross_entropy,
@@ -158,7 +157,7 @@ def _train_step(batch: dict, exp: ExperimentConfig, raw: nn.Module, net: nn.Modu
         ce = weighted_cross_entropy(flat, target,
                                     torch.tensor(t.part_weights, device=device)[parts])
     else:
-        ce = F.cross_entropy(flat, target, ignore_index=IGNORE_INDEX)
+        ce = cross_entropy(flat, target)
     dl = soft_dice_loss(flat, target, t.dice_per_frame) if t.dice_weight > 0 else ce.new_zeros(())
     loss = ce + t.dice_weight * dl
     if not torch.isfinite(loss):
@@ -238,7 +237,8 @@ def train(exp: ExperimentConfig, resume: bool = False, *,
     amp = _amp(exp, device)
     best = None
     if t.init_checkpoint and meta is None:
-        init_weights(raw, exp.model, t.init_checkpoint, new_memories=t.init_new_memories)
+        init_weights(raw, exp.model, t.init_checkpoint, new_memories=t.init_new_memories,
+                     from_binary=t.init_from_binary)
     if meta is not None:
         restore(meta, tensors, raw, optimizer, scheduler, amp.scaler)
         best = meta.get('best_score')

@@ -8,6 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 IGNORE_INDEX = 255
+# Target of a pixel known to be some instrument but not which class: a real still's binary mask
+# in a multi-class (parts, type) run. Its loss is on P(any foreground) = 1 - P(background).
+ANY_FOREGROUND = 254
 
 
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor,
@@ -17,21 +20,53 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor,
     With `per_frame` the Dice is taken per frame and class and averaged over the (frame, class)
     pairs where the class is present, as the per-frame Dice metric weighs a frame with a small
     tool like one with a large one; otherwise the batch's pixels are pooled per class.
+    Frames with ANY_FOREGROUND pixels add one more term, the Dice of P(any foreground) against
+    every foreground pixel; their ANY_FOREGROUND pixels are left out of the class terms.
 
     Args:
         logits: N x K x H x W.
         target: N x H x W class ids (IGNORE_INDEX pixels left out).
     """
     k = logits.shape[1]
-    valid = (target != IGNORE_INDEX).unsqueeze(1)                    # N x 1 x H x W
-    probs = logits.float().softmax(1) * valid
-    onehot = F.one_hot(target.clamp(0, k - 1), k).permute(0, 3, 1, 2) * valid
     dims = (2, 3) if per_frame else (0, 2, 3)
-    inter = (probs * onehot).sum(dims)                               # N x K or K
+    probs = logits.float().softmax(1)
+    anyfg = target == ANY_FOREGROUND
+    valid = ((target != IGNORE_INDEX) & ~anyfg).unsqueeze(1)        # N x 1 x H x W
+    onehot = F.one_hot(target.clamp(0, k - 1), k).permute(0, 3, 1, 2) * valid
+    p = probs * valid
+    inter = (p * onehot).sum(dims)                                   # N x K or K
     area = onehot.sum(dims)
-    dice = (2 * inter + 1.0) / (probs.sum(dims) + area + 1.0)        # smoothed
-    fg = dice[..., 1:][area[..., 1:] > 0]
+    dice = (2 * inter + 1.0) / (p.sum(dims) + area + 1.0)            # smoothed
+    terms = [dice[..., 1:][area[..., 1:] > 0]]
+    if anyfg.any():
+        frames = anyfg.flatten(1).any(1)                             # N
+        known = (target != IGNORE_INDEX)[frames]
+        fg_p = (1 - probs[frames, 0]) * known                        # n x H x W
+        fg_t = ((target[frames] != 0) & known).float()
+        fg_dims = (1, 2) if per_frame else (0, 1, 2)
+        terms.append(((2 * (fg_p * fg_t).sum(fg_dims) + 1.0)
+                      / (fg_p.sum(fg_dims) + fg_t.sum(fg_dims) + 1.0)).reshape(-1))
+    fg = torch.cat(terms)
     return 1.0 - fg.mean() if fg.numel() else logits.sum() * 0.0
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Pixel cross-entropy, where an ANY_FOREGROUND pixel costs -log P(any foreground)
+    (IGNORE_INDEX pixels left out); without such pixels, `F.cross_entropy`.
+
+    Args:
+        logits: N x K x H x W.
+        target: N x H x W class ids.
+    """
+    anyfg = target == ANY_FOREGROUND
+    if not anyfg.any():
+        return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+    ce = F.cross_entropy(logits, target.masked_fill(anyfg, IGNORE_INDEX),
+                         ignore_index=IGNORE_INDEX, reduction='none')
+    # -log(1 - p_bg) = logsumexp(all logits) - logsumexp(foreground logits)
+    ce = ce + anyfg * (logits.logsumexp(1) - logits[:, 1:].logsumexp(1))
+    n = (target != IGNORE_INDEX).sum().clamp_min(1)
+    return ce.sum() / n
 
 
 def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -161,7 +162,7 @@ def _diff_dicts(a: Any, b: Any, where: str) -> list[str]:
 
 
 def init_weights(model: nn.Module, cfg: ModelConfig, path: str | Path,
-                 new_memories: bool = False) -> None:
+                 new_memories: bool = False, from_binary: bool = False) -> None:
     """Load fine-tuning start weights; memories this model was built without are dropped.
 
     Everything the model has must come from the checkpoint with the same shape, so a
@@ -173,6 +174,10 @@ def init_weights(model: nn.Module, cfg: ModelConfig, path: str | Path,
         path: the checkpoint.
         new_memories: memory modules the checkpoint lacks keep their fresh initialisation
             (stage 2 of the staged schedule, started from a single-frame network).
+        from_binary: the checkpoint is a binary model and this one has more classes (parts,
+            type): its class head starts with the checkpoint's background row for background
+            and a copy of the instrument row for every other class, so P(background) starts
+            as the binary model's and training only has to split instruments into classes.
     """
     from dmnet_core.checkpoint import check_state_dict, load_checkpoint
 
@@ -186,8 +191,29 @@ def init_weights(model: nn.Module, cfg: ModelConfig, path: str | Path,
         fresh = sorted(k for k in own if k not in state
                        and k.split('.')[0] in ('local_memory', 'global_memory'))
         state.update({k: own[k] for k in fresh})
+    if from_binary:
+        state = _split_binary_head(state, cfg, path)
     check_state_dict(model, state, cfg, source=str(path))
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
     log.info('initialised from %s%s%s', path,
              f' (dropped {len(dropped)} memory tensors)' if dropped else '',
              f' ({len(fresh)} memory tensors freshly initialised)' if fresh else '')
+
+
+def _split_binary_head(state: dict[str, torch.Tensor], cfg: ModelConfig,
+                       path: str | Path) -> dict[str, torch.Tensor]:
+    """`state` with its 2-class head widened to cfg's K classes: rows [bg, fg, fg, ...], the
+    foreground biases lowered by log(K - 1)."""
+    head = state.get('decoder.head.weight')
+    if head is None or head.shape[0] != 2 or cfg.num_classes <= 2:
+        found = 'no class head' if head is None else f'{head.shape[0]} classes'
+        raise ValueError(f'train.init_from_binary needs a binary checkpoint (2 classes) and a '
+                         f'model of more classes: {path} has {found}, the config '
+                         f'{cfg.num_classes} ({cfg.class_names})')
+    k = cfg.num_classes
+    rows = [0] + [1] * (k - 1)
+    bias = state['decoder.head.bias'][rows].clone()
+    # The K - 1 copies share the instrument's probability: P(background) starts as the binary's.
+    bias[1:] -= math.log(k - 1)
+    return {**state, 'decoder.head.weight': state['decoder.head.weight'][rows],
+            'decoder.head.bias': bias}

@@ -288,8 +288,8 @@ def test_real_only_and_bad_mixes_are_named(synth, stills, tmp_path):
     with pytest.raises(ValueError, match='nothing to train on'):
         validate_config(exp)
     exp = _exp(synth, stills, tmp_path / 'run')
-    exp.model.task = 'parts'
-    with pytest.raises(ValueError, match='need model.task binary'):
+    exp.train.init_from_binary = True
+    with pytest.raises(ValueError, match='init_from_binary needs a binary checkpoint'):
         validate_config(exp)
     exp = _exp(synth, stills, tmp_path / 'run')
     exp.data.still_motion.zoom = [0.5, 1.0]
@@ -321,3 +321,45 @@ def test_real_clip_bench_scores_any_folder(stills, tmp_path):
                           str(tmp_path / 'nowhere'), '--checkpoint', str(ckpt)],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and 'nowhere' in bad.stderr
+
+
+def test_a_parts_model_starts_from_the_binary_one_and_learns_from_binary_stills(
+        synth, stills, tmp_path):
+    """Stills' masks say only 'instrument': a parts run gets them as ANY_FOREGROUND, and a
+    binary checkpoint starts it with P(background) unchanged."""
+    from dmnet_core.checkpoint import save_checkpoint
+    from dmnet_core.model import build_model
+    from dmnet_core.train import ANY_FOREGROUND, read_log, train
+    from dmnet_core.train.data import build_dataset
+    from dmnet_core.train.distributed import Dist
+    from dmnet_core.train.resume import init_weights
+    binary = from_dict(ExperimentConfig, TINY)
+    torch.manual_seed(0)
+    bnet = build_model(binary.model, pretrained=False).eval()
+    ckpt = tmp_path / 'binary.safetensors'
+    save_checkpoint(ckpt, bnet, binary.model)
+
+    exp = _exp(synth, stills, tmp_path / 'run')
+    exp.model.task, exp.model.class_names = 'parts', ['background', 'shaft', 'wrist', 'clasper']
+    exp.train.init_checkpoint, exp.train.init_from_binary = str(ckpt), True
+    pnet = build_model(exp.model, pretrained=False)
+    init_weights(pnet, exp.model, ckpt, from_binary=True)
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        pb = bnet.eval()(x).softmax(1)[:, 0]
+        pp = pnet.eval()(x).softmax(1)[:, 0]
+    assert torch.allclose(pb, pp, atol=1e-5)
+    with pytest.raises(ValueError, match='binary checkpoint'):      # a parts checkpoint
+        save_checkpoint(tmp_path / 'parts.safetensors', pnet, exp.model)
+        init_weights(pnet, exp.model, tmp_path / 'parts.safetensors', from_binary=True)
+
+    ds = build_dataset(exp, Dist(0, 1, 0))
+    still_masks = [ds.sources[1][i]['masks'] for i in range(len(ds.sources[1]))]
+    values = set(torch.cat([m.flatten() for m in still_masks]).tolist())
+    assert ANY_FOREGROUND in values and values <= {0, ANY_FOREGROUND}
+    video_values = set(ds.sources[0][0]['masks'].flatten().tolist())
+    assert video_values <= {0, 1, 2, 3} and len(video_values) > 1     # parts ids from the video
+    res = train(exp)
+    assert all(np.isfinite(res['losses']))
+    row = read_log(tmp_path / 'run' / 'val_log.csv')[-1]
+    assert row['real_binary_dice'] is not None                       # any part = instrument

@@ -389,3 +389,42 @@ def test_resume_accepts_a_run_from_before_a_new_model_field_but_not_another_mode
     saved['model']['local_memory']['from_the_future'] = 1
     with pytest.raises(ValueError, match='from_the_future'):
         check_resume_config({'config': saved}, exp, Path('run'))
+
+
+def test_any_foreground_pixels_cost_minus_log_p_instrument() -> None:
+    """A pixel known only to be some instrument: CE is -log(1 - P(bg)), whichever class holds
+    the foreground mass; without such pixels the loss is plain cross-entropy."""
+    import torch.nn.functional as F
+
+    from dmnet_core.train import ANY_FOREGROUND, IGNORE_INDEX, cross_entropy
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 5, 6)
+    target = torch.randint(0, 4, (2, 5, 6))
+    target[0, 0, 0] = IGNORE_INDEX
+    assert torch.allclose(cross_entropy(logits, target),
+                          F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX))
+    target[1] = ANY_FOREGROUND
+    p_bg = logits.softmax(1)[:, 0]
+    ce = F.cross_entropy(logits, target.clamp(max=3), reduction='none')
+    expect = torch.where(target == ANY_FOREGROUND, -torch.log1p(-p_bg), ce)
+    valid = target != IGNORE_INDEX
+    assert torch.allclose(cross_entropy(logits, target), expect[valid].mean(), atol=1e-6)
+    # Foreground mass on class 1 or on class 3: the same cost.
+    a = torch.tensor([0.0, 3.0, -5.0, -5.0]).view(1, 4, 1, 1)
+    b = torch.tensor([0.0, -5.0, -5.0, 3.0]).view(1, 4, 1, 1)
+    t = torch.full((1, 1, 1), ANY_FOREGROUND)
+    assert torch.allclose(cross_entropy(a, t), cross_entropy(b, t))
+    # The soft Dice of such a frame scores P(any foreground): perfect either way, bad on bg.
+    t = torch.zeros(1, 8, 8, dtype=torch.long)
+    t[:, 2:6, 2:6] = ANY_FOREGROUND
+
+    def predict(cls: int) -> torch.Tensor:            # class `cls` on the tool, bg elsewhere
+        out = torch.full((1, 4, 8, 8), -9.0)
+        out[:, 0] = 9.0
+        out[:, 0, 2:6, 2:6], out[:, cls, 2:6, 2:6] = -9.0, 9.0
+        return out
+
+    a, b, bg = predict(1), predict(3), predict(0)
+    for per_frame in (False, True):
+        assert soft_dice_loss(a, t, per_frame) < 0.1 and soft_dice_loss(b, t, per_frame) < 0.1
+        assert soft_dice_loss(bg, t, per_frame) > 0.9
