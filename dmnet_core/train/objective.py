@@ -33,21 +33,22 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor,
     anyfg = target == ANY_FOREGROUND
     valid = ((target != IGNORE_INDEX) & ~anyfg).unsqueeze(1)        # N x 1 x H x W
     onehot = F.one_hot(target.clamp(0, k - 1), k).permute(0, 3, 1, 2) * valid
-    p = probs * valid
-    inter = (p * onehot).sum(dims)                                   # N x K or K
-    area = onehot.sum(dims)
-    dice = (2 * inter + 1.0) / (p.sum(dims) + area + 1.0)            # smoothed
+    area = onehot.sum(dims)                                          # N x K or K
+    dice = _soft_dice(probs * valid, onehot, dims)
     terms = [dice[..., 1:][area[..., 1:] > 0]]
     if anyfg.any():
         frames = anyfg.flatten(1).any(1)                             # N
-        known = (target != IGNORE_INDEX)[frames]
-        fg_p = (1 - probs[frames, 0]) * known                        # n x H x W
-        fg_t = ((target[frames] != 0) & known).float()
-        fg_dims = (1, 2) if per_frame else (0, 1, 2)
-        terms.append(((2 * (fg_p * fg_t).sum(fg_dims) + 1.0)
-                      / (fg_p.sum(fg_dims) + fg_t.sum(fg_dims) + 1.0)).reshape(-1))
+        known = (target[frames] != IGNORE_INDEX).unsqueeze(1)        # n x 1 x H x W
+        fg_p = (1 - probs[frames, :1]) * known
+        fg_t = (target[frames] != 0).unsqueeze(1) & known
+        terms.append(_soft_dice(fg_p, fg_t, dims).reshape(-1))
     fg = torch.cat(terms)
     return 1.0 - fg.mean() if fg.numel() else logits.sum() * 0.0
+
+
+def _soft_dice(p: torch.Tensor, t: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """Smoothed soft Dice of probabilities `p` against 0/1 `t`, summed over `dims`."""
+    return (2 * (p * t).sum(dims) + 1.0) / (p.sum(dims) + t.sum(dims) + 1.0)
 
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
