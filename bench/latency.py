@@ -1,6 +1,6 @@
 """Speed of DMNet against its peers, side by side, on the same frames, in one process run.
 
-    python -m bench.latency --size 256x320 --json out/latency.json --plot out/latency.png
+    python -m bench.latency --json out/latency.json --plot out/latency.png
 
 Per frame, after warm-up, on one generated surgical sequence (`dmnet_core.data.synth`), the
 wall-clock time of one `step(rgb)` call (resize, normalise, network, resize back, argmax and
@@ -636,10 +636,22 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def default_size(checkpoint: str | None) -> tuple[int, int]:
+    """The inference size stored in `checkpoint` (or the shipped default); 256x320 if none."""
+    from dmnet_core.checkpoint import load_checkpoint, shipped_checkpoint
+    try:
+        path = checkpoint or shipped_checkpoint('binary')
+    except FileNotFoundError:
+        return (256, 320)                   # the random stand-in's size
+    cfg, _, _ = load_checkpoint(path)
+    return (int(cfg.input_size[0]), int(cfg.input_size[1]))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--size', type=parse_model_size, default=(256, 320),
-                   help='HxW of the frames and the inference size (default 256x320)')
+    p.add_argument('--size', type=parse_model_size, default=None,
+                   help="HxW of the frames and the inference size (default: the checkpoint's "
+                        'inference size, 256x384 for the shipped default)')
     p.add_argument('--json', type=Path, default=None, help='write the results here')
     p.add_argument('--plot', type=Path, default=None, help='write the sweep plot here (PNG)')
     p.add_argument('--device', default='cpu', help='cpu | cuda | cuda:N (default cpu)')
@@ -677,6 +689,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.frames, args.warmup = min(args.frames, 8), min(args.warmup, 2)
     if args.checkpoint and not Path(args.checkpoint).is_file():
         raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
+    if args.size is None:
+        args.size = default_size(args.checkpoint)
     sizes = SWEEP_SIZES if not args.quick else SWEEP_SIZES[:2]
     if args.sizes:
         sizes = tuple(parse_model_size(s.strip()) for s in args.sizes.split(',') if s.strip())

@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+from pathlib import Path
 
-from dmnet_core.config import ExperimentConfig, load_yaml
+from dmnet_core.config import ExperimentConfig, load_yaml, read_config
 from dmnet_core.train.loop import train
 
 
@@ -19,6 +20,10 @@ def apply_overrides(exp: ExperimentConfig, args: argparse.Namespace) -> Experime
         wanted = exp.model
         if not exp.train.init_from_binary:      # else the YAML's classes, the head is split
             exp.model, _, _ = load_checkpoint(args.init)
+            # The inference size is no part of the architecture: one the YAML names is what
+            # validation runs at and what the new checkpoint carries.
+            if _names_input_size(getattr(args, 'config', None)):
+                exp.model.input_size = list(wanted.input_size)
         exp.train.init_checkpoint = str(args.init)
         if getattr(args, 'new_memories', False):
             # Stage 2 from a single-frame network: the YAML's memories, built fresh where the
@@ -90,8 +95,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         '(model.label_propagation; 0: off)')
     p.add_argument('--no-amp', action='store_true', help='no autocast on CUDA')
     p.add_argument('--init', default=None, metavar='CHECKPOINT',
-                   help='fine-tune: start from these weights, with their model config '
-                        '(memories switched off by --no-local/--no-global are dropped)')
+                   help='fine-tune: start from these weights, with their model config (but the '
+                        "YAML's model.input_size where it names one; memories switched off by "
+                        '--no-local/--no-global are dropped)')
     p.add_argument('--new-memories', action='store_true',
                    help="with --init: build the config's memories fresh where the checkpoint "
                         'has none (stage 2 of the staged schedule from a single-frame network)')
@@ -123,6 +129,14 @@ def run(args: argparse.Namespace) -> int:
               f"continues from {result['out_dir']}", file=sys.stderr)
         return 130
     return 0
+
+
+def _names_input_size(config: str | None) -> bool:
+    """Whether the YAML (with its base: chain) sets model.input_size."""
+    if not config:
+        return False
+    model = read_config(Path(config)).get('model') or {}
+    return isinstance(model, dict) and 'input_size' in model
 
 
 def _num(v: object) -> str:

@@ -428,3 +428,32 @@ def test_any_foreground_pixels_cost_minus_log_p_instrument() -> None:
     for per_frame in (False, True):
         assert soft_dice_loss(a, t, per_frame) < 0.1 and soft_dice_loss(b, t, per_frame) < 0.1
         assert soft_dice_loss(bg, t, per_frame) > 0.9
+
+
+def test_init_takes_the_architecture_from_the_checkpoint_and_the_inference_size_from_the_yaml(
+        data, tmp_path) -> None:
+    """Fine-tuning at a new inference size validates at it and saves it (not the checkpoint's)."""
+    start = _exp(data, tmp_path / 'start', epochs=1, iters_per_epoch=1)
+    train(start)
+    recipe = {k: dict(v) for k, v in TINY.items()}
+    recipe['data'] = {**TINY['data'], 'root': str(data), 'crop': [64, 128]}
+    recipe['model'] = {**TINY['model'], 'input_size': [96, 128],
+                       'decoder': {'channels': 32}}            # ignored: the checkpoint's is 16
+    path = tmp_path / 'finetune.yaml'
+    path.write_text(yaml.safe_dump(recipe))
+    rc = main(['train', '--config', str(path),
+               '--init', str(tmp_path / 'start' / 'best.safetensors'),
+               '--out', str(tmp_path / 'fine'), '--epochs', '1', '--iters', '1'])
+    assert rc == 0
+    cfg, _, _ = load_checkpoint(tmp_path / 'fine' / 'best.safetensors')
+    assert list(cfg.input_size) == [96, 128]
+    assert cfg.decoder.channels == 16
+    assert load_segmenter(tmp_path / 'fine' / 'best.safetensors', 'cpu').inference_size == (96, 128)
+    # A YAML that names no input_size keeps the checkpoint's.
+    del recipe['model']['input_size']
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(['train', '--config', str(path),
+                 '--init', str(tmp_path / 'start' / 'best.safetensors'),
+                 '--out', str(tmp_path / 'plain'), '--epochs', '1', '--iters', '1']) == 0
+    cfg, _, _ = load_checkpoint(tmp_path / 'plain' / 'best.safetensors')
+    assert list(cfg.input_size) == [64, 96]
