@@ -637,13 +637,16 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def default_size(checkpoint: str | None) -> tuple[int, int]:
-    """The inference size stored in `checkpoint` (or the shipped default); 256x320 if none."""
+    """The inference size stored in `checkpoint` (or the shipped default); with no model
+    shipped, that of `ModelConfig()`, the random stand-in `load_segmenter` then builds."""
     from dmnet_core.checkpoint import load_checkpoint, shipped_checkpoint
+    from dmnet_core.config import ModelConfig
     try:
-        path = checkpoint or shipped_checkpoint('binary')
+        cfg, _, _ = load_checkpoint(checkpoint or shipped_checkpoint('binary'))
     except FileNotFoundError:
-        return (256, 320)                   # the random stand-in's size
-    cfg, _, _ = load_checkpoint(path)
+        if checkpoint:
+            raise
+        cfg = ModelConfig()
     return (int(cfg.input_size[0]), int(cfg.input_size[1]))
 
 
