@@ -67,6 +67,9 @@ class EncoderConfig:
 @dataclass
 class DecoderConfig:
     channels: int = 256                 # Light-Weight RefineNet width
+    # 4: logits at 1/4, as the authors'; 2: a fine stage on the encoder's 1/2 feature (thin jaws
+    # and hook tips), whose head starts at zero so --init from a stride-4 model starts unchanged.
+    output_stride: int = 4
 
 
 @dataclass
@@ -131,6 +134,9 @@ class ModelConfig:
             raise ValueError(f'model.encoder.name {self.encoder.name!r} not in {ENCODERS}')
         if self.fusion not in ('tandem', 'additive'):
             raise ValueError(f"model.fusion {self.fusion!r} not in ('tandem', 'additive')")
+        if self.decoder.output_stride not in (2, 4):
+            raise ValueError(f'model.decoder.output_stride {self.decoder.output_stride!r} '
+                             'not in (2, 4)')
         h, w = self.input_size
         if h % 32 or w % 32 or h <= 0 or w <= 0:
             raise ValueError(f'model.input_size {self.input_size} must be positive multiples of 32')

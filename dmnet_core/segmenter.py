@@ -400,7 +400,7 @@ class Segmenter:
             if self.device.type == 'cuda':
                 torch.cuda.synchronize(self.device)
             model_end = time.perf_counter()
-            # One resize from 1/4 of the inference size straight to the input size.
+            # One resize from the output stride of the inference size straight to the input size.
             probs = None
             if return_probs:
                 up = F.interpolate(logits.float(), size=(height, width), mode='bilinear',

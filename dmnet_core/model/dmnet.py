@@ -7,9 +7,11 @@ and returned, and owned by `Segmenter` (inference) or `forward_clip` (training).
     local_step(f32, state)             -> (ELM output B x C x h x w, new LocalState)
     global_key_value(f32)              -> memory (key B x Ck x h x w, value B x Cv x h x w)
     fuse(f32, local_out, mem_k, mem_v) -> the bottleneck fed to the decoder, B x C x h x w
-    decode(skips, bottleneck)          -> logits B x K x H/4 x W/4
-    step(skips, f32, state, mem_k, mem_v[, labels]) -> (logits at 1/4, new state): everything
+    decode(skips, bottleneck)          -> logits B x K x H/s x W/s
+    step(skips, f32, state, mem_k, mem_v[, labels]) -> (logits at 1/s, new state): everything
                                        after `encode`; `labels` propagates stored predictions
+
+s, the output stride, is 4 (the authors') or 2 (`output_stride=2`: the decoder's fine stage).
 
 `forward(x)` is a single image with no history, at input resolution.
 """
@@ -48,19 +50,25 @@ class DMNet(nn.Module):
         value_channels: Cv of the global values.
         fusion: 'tandem' (ELM output queries the bank) or 'additive' (ELM + read of the raw frame).
         encoder_weights: optional ImageNet weights for the encoder (a local file, or 'imagenet').
+        output_stride: 4, or 2 for the decoder's fine stage on the encoder's 1/2 feature.
     """
 
     def __init__(self, num_classes: int, *, encoder: str = 'mobilenet_v2', channels: int = 256,
                  local_enabled: bool = True, local_hidden: int = 256, local_window: int = 5,
                  local_vote_radius: int = -1,
                  global_enabled: bool = True, key_channels: int = 64, value_channels: int = 128,
-                 fusion: str = 'tandem', encoder_weights: str | Path | None = None) -> None:
+                 fusion: str = 'tandem', encoder_weights: str | Path | None = None,
+                 output_stride: int = 4) -> None:
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f'fusion {fusion!r} not in {FUSIONS}')
+        if output_stride not in (2, 4):
+            raise ValueError(f'output_stride {output_stride!r} not in (2, 4)')
         self.num_classes, self.channels, self.fusion = num_classes, channels, fusion
-        self.encoder = build_encoder(encoder, channels, encoder_weights)
-        self.decoder = RefineDecoder(self.encoder.skip_groups, channels, num_classes)
+        fine = output_stride == 2
+        self.encoder = build_encoder(encoder, channels, encoder_weights, half=fine)
+        self.decoder = RefineDecoder(self.encoder.skip_groups, channels, num_classes,
+                                     fine_channels=self.encoder.half_channels if fine else None)
         # Disabled memories are not built at all, so a memory-free model is exactly the backbone.
         self.local_memory = (EfficientLocalMemory(channels, local_hidden, local_window,
                                                   local_vote_radius)
@@ -120,7 +128,7 @@ class DMNet(nn.Module):
         return local_out if self.fusion == 'tandem' and local_out is not None else f32
 
     def decode(self, skips: list[torch.Tensor], bottleneck: torch.Tensor) -> torch.Tensor:
-        """Skips and bottleneck -> logits B x K x H/4 x W/4."""
+        """Skips and bottleneck -> logits B x K x H/s x W/s."""
         return self.decoder(skips, bottleneck)
 
     def step(self, skips: list[torch.Tensor], f32: torch.Tensor, state: LocalState | None = None,
@@ -133,7 +141,7 @@ class DMNet(nn.Module):
         Segmenter, and `forward_clip` when trained with it).
 
         Returns:
-            logits B x K x H/4 x W/4 (log-probabilities when labels were propagated), and the
+            logits B x K x H/s x W/s (log-probabilities when labels were propagated), and the
             new local state (None when ELM is off).
         """
         local_out = None
@@ -191,6 +199,7 @@ def build_model(cfg: ModelConfig, pretrained: bool = True) -> DMNet:
         value_channels=cfg.global_memory.value_channels,
         fusion=cfg.fusion,
         encoder_weights=cfg.encoder.weights if pretrained else None,
+        output_stride=cfg.decoder.output_stride,
     )
 
 

@@ -1,10 +1,12 @@
 """Encoders: MobileNetV2 (the paper's), ResNet-18 and EfficientNet-Lite0; skips at 1/4, 1/8, 1/16,
-a 1/32 bottleneck.
+a 1/32 bottleneck, and on request the 1/2 feature first.
 
-Legend: `f4`, `f8`, `f16` are stride-4/8/16 skip features; `f32` is the stride-32 bottleneck,
-already projected to the decoder width `C`. Encoders return `(skips, f32)` with `skips` a flat
-list, finest first; `skip_groups` gives the channels of each skip, grouped by scale (finest first),
-which is how the decoder knows which skips share a resolution.
+Legend: `f2`, `f4`, `f8`, `f16` are stride-2/4/8/16 skip features; `f32` is the stride-32
+bottleneck, already projected to the decoder width `C`. Encoders return `(skips, f32)` with `skips`
+a flat list, finest first; `skip_groups` gives the channels of each skip from 1/4 on, grouped by
+scale (finest first), which is how the decoder knows which skips share a resolution. With
+`half=True` the list starts with `f2` (`half_channels` channels) for a stride-2 decoder output;
+the 1/2 feature is a prefix of the 1/4 stage, so the module names (and checkpoints) do not change.
 
 Weights are never downloaded: torchvision constructors get `weights=None`; ImageNet weights come
 only from a local file in torchvision's state-dict format (`.pth`/`.pt` read with
@@ -129,21 +131,26 @@ class InvertedResidualEncoder(nn.Module):
     at 1/4, 1/8, two at 1/16) and call `_fuse_top`, the authors' fusion of the last two stages
     (their conv7/conv8, as in LW-RefineNet) into `C` at 1/32."""
 
-    def _fuse_top(self, c32a: int, c32b: int, channels: int) -> None:
+    half_at = 2                 # stage4[:2] (stem + first block) ends at 1/2 in both
+    half_channels = 16
+
+    def _fuse_top(self, c32a: int, c32b: int, channels: int, half: bool) -> None:
         self.fuse32a = conv1x1(c32a, channels)
         self.fuse32b = conv1x1(c32b, channels)
         self.act = nn.ReLU6()
+        self.half = half
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """B x 3 x H x W -> ([f4, f8, f16a, f16b], f32 B x C x H/32 x W/32)."""
-        f4 = self.stage4(x)
+        """B x 3 x H x W -> ([f2,] f4, f8, f16a, f16b], f32 B x C x H/32 x W/32)."""
+        f2 = self.stage4[:self.half_at](x) if self.half else None
+        f4 = self.stage4[self.half_at:](f2) if self.half else self.stage4(x)
         f8 = self.stage8(f4)
         f16a = self.stage16a(f8)
         f16b = self.stage16b(f16a)
         f32a = self.stage32a(f16b)
         f32b = self.stage32b(f32a)
         f32 = self.act(self.fuse32a(f32a) + self.fuse32b(f32b))
-        return [f4, f8, f16a, f16b], f32
+        return ([f2] if self.half else []) + [f4, f8, f16a, f16b], f32
 
 
 class MobileNetV2Encoder(InvertedResidualEncoder):
@@ -152,11 +159,13 @@ class MobileNetV2Encoder(InvertedResidualEncoder):
     Args:
         channels: C, the bottleneck / decoder width.
         weights: optional local ImageNet state dict (torchvision format).
+        half: also return the 1/2 feature (16 ch, features[1]) first.
     """
 
     skip_groups = [[24], [32], [64, 96]]
 
-    def __init__(self, channels: int, weights: str | Path | None = None) -> None:
+    def __init__(self, channels: int, weights: str | Path | None = None,
+                 half: bool = False) -> None:
         super().__init__()
         net = torchvision.models.mobilenet_v2(weights=None)
         if weights:
@@ -168,7 +177,7 @@ class MobileNetV2Encoder(InvertedResidualEncoder):
         self.stage16b = f[11:14]    # 96 ch, 1/16
         self.stage32a = f[14:17]    # 160 ch, 1/32
         self.stage32b = f[17]       # 320 ch, 1/32 (features[18], the 1280-ch head, is dropped)
-        self._fuse_top(160, 320, channels)
+        self._fuse_top(160, 320, channels, half)
 
 
 class ResNet18Encoder(nn.Module):
@@ -177,11 +186,14 @@ class ResNet18Encoder(nn.Module):
     Args:
         channels: C, the bottleneck / decoder width.
         weights: optional local ImageNet state dict (torchvision format).
+        half: also return the 1/2 feature (64 ch, conv1 before the max pool) first.
     """
 
     skip_groups = [[64], [128], [256]]
+    half_channels = 64
 
-    def __init__(self, channels: int, weights: str | Path | None = None) -> None:
+    def __init__(self, channels: int, weights: str | Path | None = None,
+                 half: bool = False) -> None:
         super().__init__()
         net = torchvision.models.resnet18(weights=None)
         if weights:
@@ -191,14 +203,16 @@ class ResNet18Encoder(nn.Module):
         self.layer3, self.layer4 = net.layer3, net.layer4
         self.fuse32 = conv1x1(512, channels)
         self.act = nn.ReLU6()
+        self.half = half
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """B x 3 x H x W -> ([f4, f8, f16], f32 B x C x H/32 x W/32)."""
-        f4 = self.layer1(self.stem(x))
+        """B x 3 x H x W -> ([f2,] f4, f8, f16], f32 B x C x H/32 x W/32)."""
+        f2 = self.stem[:3](x) if self.half else None
+        f4 = self.layer1(self.stem[3](f2) if self.half else self.stem(x))
         f8 = self.layer2(f4)
         f16 = self.layer3(f8)
         f32 = self.act(self.fuse32(self.layer4(f16)))
-        return [f4, f8, f16], f32
+        return ([f2] if self.half else []) + [f4, f8, f16], f32
 
 
 class SameConv2d(nn.Conv2d):
@@ -298,11 +312,13 @@ class EfficientNetLite0Encoder(InvertedResidualEncoder):
     Args:
         channels: C, the bottleneck / decoder width.
         weights: optional local ImageNet state dict, efficientnet_pytorch layout (or ours).
+        half: also return the 1/2 feature (16 ch, block 0) first.
     """
 
     skip_groups = [[24], [40], [80, 112]]
 
-    def __init__(self, channels: int, weights: str | Path | None = None) -> None:
+    def __init__(self, channels: int, weights: str | Path | None = None,
+                 half: bool = False) -> None:
         super().__init__()
         self.net = _Lite0Trunk()
         if weights:
@@ -315,7 +331,7 @@ class EfficientNetLite0Encoder(InvertedResidualEncoder):
         self.stage32a = nn.Sequential(*b[11:15])               # 192 ch, 1/32
         self.stage32b = b[15]                                  # 320 ch, 1/32
         del self.net                      # the stages hold the modules; one name for each
-        self._fuse_top(192, 320, channels)
+        self._fuse_top(192, 320, channels, half)
 
     def _load(self, path: str | Path) -> None:
         state = load_state_dict_file(path)
@@ -330,13 +346,15 @@ class EfficientNetLite0Encoder(InvertedResidualEncoder):
                              f'{result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]}')
 
 
-def build_encoder(name: str, channels: int, weights: str | Path | None = None) -> nn.Module:
-    """Build an encoder by config name (one of `ENCODERS`); `weights` as `resolve_weights`."""
+def build_encoder(name: str, channels: int, weights: str | Path | None = None,
+                  half: bool = False) -> nn.Module:
+    """Build an encoder by config name (one of `ENCODERS`); `weights` as `resolve_weights`;
+    `half`: the skips start with the 1/2 feature."""
     weights = resolve_weights(name, weights)
     if name == 'efficientnet_lite0':
-        return EfficientNetLite0Encoder(channels, weights)
+        return EfficientNetLite0Encoder(channels, weights, half)
     if name == 'mobilenet_v2':
-        return MobileNetV2Encoder(channels, weights)
+        return MobileNetV2Encoder(channels, weights, half)
     if name == 'resnet18':
-        return ResNet18Encoder(channels, weights)
+        return ResNet18Encoder(channels, weights, half)
     raise ValueError(f'unknown encoder {name!r}; expected one of {ENCODERS}')

@@ -21,9 +21,13 @@ def apply_overrides(exp: ExperimentConfig, args: argparse.Namespace) -> Experime
         if not exp.train.init_from_binary:      # else the YAML's classes, the head is split
             exp.model, _, _ = load_checkpoint(args.init)
             # The inference size is no part of the architecture: one the YAML names is what
-            # validation runs at and what the new checkpoint carries.
-            if _names_input_size(getattr(args, 'config', None)):
+            # validation runs at and what the new checkpoint carries. A named output stride
+            # of 2 adds the decoder's fine stage, which starts at zero (init_weights).
+            named = _named_model_keys(getattr(args, 'config', None))
+            if 'input_size' in named:
                 exp.model.input_size = list(wanted.input_size)
+            if 'output_stride' in (named.get('decoder') or {}):
+                exp.model.decoder.output_stride = wanted.decoder.output_stride
         exp.train.init_checkpoint = str(args.init)
         if getattr(args, 'new_memories', False):
             # Stage 2 from a single-frame network: the YAML's memories, built fresh where the
@@ -131,12 +135,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _names_input_size(config: str | None) -> bool:
-    """Whether the YAML (with its base: chain) sets model.input_size."""
+def _named_model_keys(config: str | None) -> dict:
+    """The model section as the YAML (with its base: chain) writes it; {} without one."""
     if not config:
-        return False
+        return {}
     model = read_config(Path(config)).get('model') or {}
-    return isinstance(model, dict) and 'input_size' in model
+    return model if isinstance(model, dict) else {}
 
 
 def _num(v: object) -> str:

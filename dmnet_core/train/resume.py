@@ -178,6 +178,9 @@ def init_weights(model: nn.Module, cfg: ModelConfig, path: str | Path,
             type): its class head starts with the checkpoint's background row for background
             and a copy of the instrument row for every other class, so P(background) starts
             as the binary model's and training only has to split instruments into classes.
+
+    A decoder fine stage (`decoder.output_stride: 2`) the checkpoint lacks keeps its fresh
+    initialisation: its head starts at zero, so the model starts with the checkpoint's output.
     """
     from dmnet_core.checkpoint import check_state_dict, load_checkpoint
 
@@ -191,13 +194,17 @@ def init_weights(model: nn.Module, cfg: ModelConfig, path: str | Path,
         fresh = sorted(k for k in own if k not in state
                        and k.split('.')[0] in ('local_memory', 'global_memory'))
         state.update({k: own[k] for k in fresh})
+    if not any(k.startswith('decoder.fine.') for k in state):
+        fine = sorted(k for k in own if k.startswith('decoder.fine.'))
+        state.update({k: own[k] for k in fine})
+        fresh += fine
     if from_binary:
         state = _split_binary_head(state, cfg, path)
     check_state_dict(model, state, cfg, source=str(path))
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
     log.info('initialised from %s%s%s', path,
              f' (dropped {len(dropped)} memory tensors)' if dropped else '',
-             f' ({len(fresh)} memory tensors freshly initialised)' if fresh else '')
+             f' ({len(fresh)} tensors freshly initialised)' if fresh else '')
 
 
 def _split_binary_head(state: dict[str, torch.Tensor], cfg: ModelConfig,
@@ -215,5 +222,10 @@ def _split_binary_head(state: dict[str, torch.Tensor], cfg: ModelConfig,
     bias = state['decoder.head.bias'][rows].clone()
     # The K - 1 copies share the instrument's probability: P(background) starts as the binary's.
     bias[1:] -= math.log(k - 1)
-    return {**state, 'decoder.head.weight': state['decoder.head.weight'][rows],
-            'decoder.head.bias': bias}
+    out = {**state, 'decoder.head.weight': state['decoder.head.weight'][rows],
+           'decoder.head.bias': bias}
+    if 'decoder.fine.head.weight' in state:
+        # The fine stage adds a correction to those logits: copied rows, no second shift.
+        for name in ('decoder.fine.head.weight', 'decoder.fine.head.bias'):
+            out[name] = state[name][rows]
+    return out

@@ -45,6 +45,10 @@ def test_validate_rejects_bad_values():
     cfg.global_memory.policy = 'greedy'
     with pytest.raises(ValueError, match='policy'):
         cfg.validate()
+    cfg = ModelConfig()
+    cfg.decoder.output_stride = 8
+    with pytest.raises(ValueError, match='output_stride'):
+        cfg.validate()
     ModelConfig().validate()
 
 

@@ -61,6 +61,51 @@ def test_shapes_per_backbone_and_fusion(encoder, fusion):
     assert len(state.keys) == 1
 
 
+@pytest.mark.parametrize('encoder', ['mobilenet_v2', 'resnet18', 'efficientnet_lite0'])
+def test_output_stride_two_gives_logits_at_half_resolution(encoder):
+    cfg = tiny_config()
+    cfg.encoder.name, cfg.decoder.output_stride = encoder, 2
+    model = tiny_model(cfg).eval()
+    x = clip(t=1)[:, 0]
+    skips, f32 = model.encode(x)
+    assert [s.shape[-2:] for s in skips][:2] == [(H // 2, W // 2), (H // 4, W // 4)]
+    with torch.no_grad():
+        logits, _ = model.step(skips, f32)
+        assert logits.shape == (1, 2, H // 2, W // 2)
+        assert model(x).shape == (1, 2, H, W)
+
+
+def test_fine_stage_starts_as_the_stride_four_model_then_learns():
+    """Stride-4 weights in a stride-2 model: the fine stage is all that is new, its zero head
+    gives the upsampled stride-4 logits, and one step on the head brings gradient to the rest."""
+    coarse = tiny_model().eval()
+    cfg = tiny_config()
+    cfg.decoder.output_stride = 2
+    fine = build_model(cfg, pretrained=False)
+    result = fine.load_state_dict(coarse.state_dict(), strict=False)
+    assert not result.unexpected_keys
+    assert result.missing_keys and all(k.startswith('decoder.fine.') for k in result.missing_keys)
+    fine.eval()
+    x = clip(t=1)[:, 0]
+    with torch.no_grad():
+        want = F.interpolate(coarse.step(*coarse.encode(x))[0], size=(H // 2, W // 2),
+                             mode='bilinear', align_corners=False)
+        got = fine.step(*fine.encode(x))[0]
+    assert torch.allclose(got, want, atol=1e-5)
+
+    target = torch.zeros(1, H, W, dtype=torch.long)
+    target[:, H // 4:H // 2, W // 4:W // 2] = 1
+    head = fine.decoder.fine.head
+    F.cross_entropy(fine(x), target).backward()
+    assert head.weight.grad.abs().sum() > 0            # the zero head is what learns first
+    with torch.no_grad():
+        head.weight -= 10.0 * head.weight.grad
+    fine.zero_grad()
+    F.cross_entropy(fine(x), target).backward()
+    for name, p in fine.decoder.fine.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
 @pytest.mark.parametrize('fusion,memory', [('tandem', {}), ('additive', {})])
 def test_gradient_reaches_every_parameter(fusion, memory):
     torch.manual_seed(0)

@@ -349,6 +349,20 @@ def test_a_parts_model_starts_from_the_binary_one_and_learns_from_binary_stills(
         pb = bnet.eval()(x).softmax(1)[:, 0]
         pp = pnet.eval()(x).softmax(1)[:, 0]
     assert torch.allclose(pb, pp, atol=1e-5)
+    # A binary model with a (trained, so non-zero) fine stage: its correction rows are copied
+    # too, and P(background) still starts as the binary model's.
+    binary.model.decoder.output_stride = exp.model.decoder.output_stride = 2
+    bnet = build_model(binary.model, pretrained=False).eval()
+    torch.nn.init.normal_(bnet.decoder.fine.head.weight, std=0.5)
+    save_checkpoint(tmp_path / 'binary_fine.safetensors', bnet, binary.model)
+    pnet = build_model(exp.model, pretrained=False)
+    init_weights(pnet, exp.model, tmp_path / 'binary_fine.safetensors', from_binary=True)
+    with torch.no_grad():
+        pb = bnet(x).softmax(1)[:, 0]
+        pp = pnet.eval()(x).softmax(1)[:, 0]
+    assert torch.allclose(pb, pp, atol=1e-5)
+    exp.model.decoder.output_stride = 4
+    pnet = build_model(exp.model, pretrained=False)
     with pytest.raises(ValueError, match='binary checkpoint'):      # a parts checkpoint
         save_checkpoint(tmp_path / 'parts.safetensors', pnet, exp.model)
         init_weights(pnet, exp.model, tmp_path / 'parts.safetensors', from_binary=True)

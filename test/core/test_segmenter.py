@@ -129,10 +129,14 @@ def test_simple_policies_stay_bounded(policy):
         assert seg.memory_frames == [26, 27, 28, 29]
 
 
-def test_frame_by_frame_equals_the_whole_clip():
+@pytest.mark.parametrize('output_stride', [4, 2])
+def test_frame_by_frame_equals_the_whole_clip(output_stride):
     """With an empty bank (alpha too high to admit), stepping equals forward_clip on the clip."""
     cfg = tiny_config(alpha=1e9)
+    cfg.decoder.output_stride = output_stride
     model = tiny_model(cfg)
+    if output_stride == 2:                      # a fine stage that changes the output
+        torch.nn.init.normal_(model.decoder.fine.head.weight, std=0.3)
     seg = Segmenter(model, cfg, 'cpu', 'fp32')
     # The Segmenter runs a copy with batch norm folded in; the trained network is unchanged.
     assert seg.folded_batchnorms > 0 and seg.model is not model

@@ -455,5 +455,15 @@ def test_init_takes_the_architecture_from_the_checkpoint_and_the_inference_size_
     assert main(['train', '--config', str(path),
                  '--init', str(tmp_path / 'start' / 'best.safetensors'),
                  '--out', str(tmp_path / 'plain'), '--epochs', '1', '--iters', '1']) == 0
-    cfg, _, _ = load_checkpoint(tmp_path / 'plain' / 'best.safetensors')
+    cfg, state, _ = load_checkpoint(tmp_path / 'plain' / 'best.safetensors')
     assert list(cfg.input_size) == [64, 96]
+    assert cfg.decoder.output_stride == 4 and not any('.fine.' in k for k in state)
+    # A YAML that names output_stride 2 adds the fine stage to the checkpoint's network.
+    recipe['model']['decoder'] = {'channels': 32, 'output_stride': 2}
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(['train', '--config', str(path),
+                 '--init', str(tmp_path / 'start' / 'best.safetensors'),
+                 '--out', str(tmp_path / 'finer'), '--epochs', '1', '--iters', '1']) == 0
+    cfg, state, _ = load_checkpoint(tmp_path / 'finer' / 'best.safetensors')
+    assert cfg.decoder.output_stride == 2 and cfg.decoder.channels == 16
+    assert 'decoder.fine.head.weight' in state
