@@ -128,17 +128,17 @@ def conv1x1(cin: int, cout: int, bias: bool = False) -> nn.Conv2d:
 
 class InvertedResidualEncoder(nn.Module):
     """Shared by MobileNetV2 and EfficientNet-Lite0: subclasses set `stage4` ... `stage32b` (skips
-    at 1/4, 1/8, two at 1/16) and call `_fuse_top`, the authors' fusion of the last two stages
-    (their conv7/conv8, as in LW-RefineNet) into `C` at 1/32."""
+    at 1/4, 1/8, two at 1/16) and `half` (also return the 1/2 feature), and call `_fuse_top`, the
+    authors' fusion of the last two stages (their conv7/conv8, as in LW-RefineNet) into `C` at
+    1/32."""
 
     half_at = 2                 # stage4[:2] (stem + first block) ends at 1/2 in both
     half_channels = 16
 
-    def _fuse_top(self, c32a: int, c32b: int, channels: int, half: bool) -> None:
+    def _fuse_top(self, c32a: int, c32b: int, channels: int) -> None:
         self.fuse32a = conv1x1(c32a, channels)
         self.fuse32b = conv1x1(c32b, channels)
         self.act = nn.ReLU6()
-        self.half = half
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """B x 3 x H x W -> ([f2,] f4, f8, f16a, f16b], f32 B x C x H/32 x W/32)."""
@@ -177,7 +177,8 @@ class MobileNetV2Encoder(InvertedResidualEncoder):
         self.stage16b = f[11:14]    # 96 ch, 1/16
         self.stage32a = f[14:17]    # 160 ch, 1/32
         self.stage32b = f[17]       # 320 ch, 1/32 (features[18], the 1280-ch head, is dropped)
-        self._fuse_top(160, 320, channels, half)
+        self._fuse_top(160, 320, channels)
+        self.half = half
 
 
 class ResNet18Encoder(nn.Module):
@@ -331,7 +332,8 @@ class EfficientNetLite0Encoder(InvertedResidualEncoder):
         self.stage32a = nn.Sequential(*b[11:15])               # 192 ch, 1/32
         self.stage32b = b[15]                                  # 320 ch, 1/32
         del self.net                      # the stages hold the modules; one name for each
-        self._fuse_top(192, 320, channels, half)
+        self._fuse_top(192, 320, channels)
+        self.half = half
 
     def _load(self, path: str | Path) -> None:
         state = load_state_dict_file(path)
