@@ -142,8 +142,8 @@ class InvertedResidualEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """B x 3 x H x W -> ([f2,] f4, f8, f16a, f16b], f32 B x C x H/32 x W/32)."""
-        f2 = self.stage4[:self.half_at](x) if self.half else None
-        f4 = self.stage4[self.half_at:](f2) if self.half else self.stage4(x)
+        f2 = self.stage4[:self.half_at](x)          # stage4 in two parts: the same f4
+        f4 = self.stage4[self.half_at:](f2)
         f8 = self.stage8(f4)
         f16a = self.stage16a(f8)
         f16b = self.stage16b(f16a)
@@ -208,8 +208,8 @@ class ResNet18Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """B x 3 x H x W -> ([f2,] f4, f8, f16], f32 B x C x H/32 x W/32)."""
-        f2 = self.stem[:3](x) if self.half else None
-        f4 = self.layer1(self.stem[3](f2) if self.half else self.stem(x))
+        f2 = self.stem[:3](x)                       # the stem before its max pool
+        f4 = self.layer1(self.stem[3](f2))
         f8 = self.layer2(f4)
         f16 = self.layer3(f8)
         f32 = self.act(self.fuse32(self.layer4(f16)))

@@ -194,12 +194,12 @@ def init_weights(model: nn.Module, cfg: ModelConfig, path: str | Path,
         fresh = sorted(k for k in own if k not in state
                        and k.split('.')[0] in ('local_memory', 'global_memory'))
         state.update({k: own[k] for k in fresh})
+    if from_binary:                     # before the fill below: only checkpoint heads split
+        state = _split_binary_head(state, cfg, path)
     if not any(k.startswith('decoder.fine.') for k in state):
         fine = sorted(k for k in own if k.startswith('decoder.fine.'))
         state.update({k: own[k] for k in fine})
         fresh += fine
-    if from_binary:
-        state = _split_binary_head(state, cfg, path)
     check_state_dict(model, state, cfg, source=str(path))
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
     log.info('initialised from %s%s%s', path,
